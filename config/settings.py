@@ -1,0 +1,164 @@
+"""One frozen settings object for the whole service.
+
+Every value comes from a ``CREDITWATCH_*`` environment variable (nested values
+use ``__``, e.g. ``CREDITWATCH_KAFKA__BOOTSTRAP_SERVERS``) or from an optional
+``.env`` file. The object is built once, by the composition root, never at
+import time, so tests can build as many differently configured copies as they
+need. A bad value fails at start with pydantic's message, which names the
+field; secrets are ``SecretStr`` so they never show up in a repr or a log.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topics import DEFAULT_TOPICS
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Frozen):
+    """Connection to the Kafka cluster, including what production needs (SASL, TLS)."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    topic_partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    consumer_group: str = "creditwatch"
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                "kafka.security_protocol is SASL_*: kafka.sasl_mechanism, "
+                "kafka.sasl_username and kafka.sasl_password are all required"
+            )
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        """The bootstrap list in Faust's ``kafka://host:port;host:port`` form."""
+        hosts = [h.strip() for h in self.bootstrap_servers.split(",") if h.strip()]
+        return ";".join(f"kafka://{h}" for h in hosts)
+
+
+class RedisSettings(_Frozen):
+    """Connection to Redis, the worker's system of record."""
+
+    url: str = "redis://127.0.0.1:16379/0"
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    tls_ca_certs: str | None = None
+    key_prefix: str = "cw"
+    event_dedup_ttl_days: int = Field(default=35, ge=1, le=3650)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis.url must start with redis://, rediss:// or unix://")
+        return value
+
+
+class SmtpSettings(_Frozen):
+    """The risk desk's mail relay."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1025, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = False
+    sender: str = "creditwatch@localhost"
+    risk_desk: tuple[str, ...] = ()
+
+
+class ClassificationSettings(_Frozen):
+    """Upper DPD bound (inclusive) of each of the first four loan classes.
+
+    Defaults follow the five-category rule: 0 normal, 1-90 special mention,
+    91-180 substandard, 181-360 doubtful, over 360 loss.
+    """
+
+    normal_max_dpd: int = Field(default=0, ge=0)
+    special_mention_max_dpd: int = Field(default=90, ge=0)
+    substandard_max_dpd: int = Field(default=180, ge=0)
+    doubtful_max_dpd: int = Field(default=360, ge=0)
+
+    @model_validator(mode="after")
+    def _increasing(self) -> ClassificationSettings:
+        bands = [
+            self.normal_max_dpd,
+            self.special_mention_max_dpd,
+            self.substandard_max_dpd,
+            self.doubtful_max_dpd,
+        ]
+        if bands != sorted(set(bands)):
+            raise ValueError("classification bands must be strictly increasing")
+        return self
+
+
+class AlertSettings(_Frozen):
+    """What raises an early warning in the walking skeleton."""
+
+    dpd_thresholds: tuple[int, ...] = (1, 30, 60, 90)
+    failed_repayments_threshold: int = Field(default=2, ge=1)
+
+    @field_validator("dpd_thresholds")
+    @classmethod
+    def _positive_sorted(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(v < 1 for v in value) or list(value) != sorted(set(value)):
+            raise ValueError("alerts.dpd_thresholds must be distinct positive, ascending days")
+        return value
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CREDITWATCH_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+    )
+
+    app_id: str = "creditwatch"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=6066, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    data_dir: str = ".run/worker"
+    dpd_tick_seconds: float = Field(default=3600.0, gt=0)
+    commit_interval_seconds: float = Field(default=1.0, gt=0)
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    classification: ClassificationSettings = ClassificationSettings()
+    alerts: AlertSettings = AlertSettings()
+    topics: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_TOPICS))
+
+    @field_validator("topics")
+    @classmethod
+    def _all_topics_named(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = set(value) - set(DEFAULT_TOPICS)
+        if unknown:
+            raise ValueError(f"topics: unknown logical topic(s) {sorted(unknown)}")
+        return {**DEFAULT_TOPICS, **value}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment, with explicit overrides on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]
