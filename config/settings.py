@@ -125,6 +125,53 @@ class AlertSettings(_Frozen):
         return value
 
 
+class TierSettings(_Frozen):
+    """Risk score (0-1000) upper bounds of the premium, low and medium tiers."""
+
+    premium_max: int = Field(default=99, ge=0, le=1000)
+    low_max: int = Field(default=299, ge=0, le=1000)
+    medium_max: int = Field(default=599, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _increasing(self) -> TierSettings:
+        if not self.premium_max < self.low_max < self.medium_max:
+            raise ValueError("tiers: premium_max < low_max < medium_max is required")
+        return self
+
+
+class CollectionsSettings(_Frozen):
+    """When collections work starts at each stage, and when a customer may be contacted."""
+
+    reminder_from_dpd: int = Field(default=1, ge=1)
+    call_from_dpd: int = Field(default=8, ge=1)
+    visit_from_dpd: int = Field(default=31, ge=1)
+    legal_review_from_dpd: int = Field(default=91, ge=1)
+    quiet_start_hour: int = Field(default=21, ge=0, le=23)
+    quiet_end_hour: int = Field(default=8, ge=0, le=23)
+
+    @model_validator(mode="after")
+    def _increasing(self) -> CollectionsSettings:
+        starts = [
+            self.reminder_from_dpd,
+            self.call_from_dpd,
+            self.visit_from_dpd,
+            self.legal_review_from_dpd,
+        ]
+        if starts != sorted(set(starts)):
+            raise ValueError("collections stage start days must be strictly increasing")
+        return self
+
+    @property
+    def stage_starts(self) -> tuple[tuple[int, str], ...]:
+        """(first DPD, stage) pairs in ascending order."""
+        return (
+            (self.reminder_from_dpd, "reminder"),
+            (self.call_from_dpd, "call"),
+            (self.visit_from_dpd, "visit"),
+            (self.legal_review_from_dpd, "legal_review"),
+        )
+
+
 class Settings(BaseSettings):
     """Everything the service reads from its environment."""
 
@@ -148,6 +195,8 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     classification: ClassificationSettings = ClassificationSettings()
     alerts: AlertSettings = AlertSettings()
+    tiers: TierSettings = TierSettings()
+    collections: CollectionsSettings = CollectionsSettings()
     topics: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_TOPICS))
 
     @field_validator("topics")

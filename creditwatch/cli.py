@@ -1,0 +1,132 @@
+"""The ``creditwatch`` console script: one entry point, one sub-command per job.
+
+Settings come from the environment (``CREDITWATCH_*``); a bad value stops the
+command at start with a message naming the field, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from config.settings import Settings, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ValidationError as err:
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or '(settings)'}: {e['msg']}"
+            for e in err.errors()
+        ]
+        print("creditwatch: invalid configuration\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from streams.bootstrap import run_worker
+
+    return run_worker(_settings())
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from creditwatch.replay import run_replay
+
+    settings = _settings()
+    events = Path(args.events)
+    if not events.is_file():
+        print(f"creditwatch replay: no such file: {events}", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        store = None
+        redis = None
+        if args.redis:
+            from streams.bootstrap import redis_client, redis_store
+
+            cfg = settings.redis.model_copy(update={"url": args.redis})
+            redis = redis_client(cfg)
+            store = redis_store(settings, redis)
+        try:
+            summary = await run_replay(events, Path(args.out), settings, store=store)
+        finally:
+            if redis is not None:
+                await redis.aclose()
+        alerts = sum(summary.alerts.values())
+        print(
+            f"replay: {summary.applied} applied, {summary.duplicates} duplicates, "
+            f"{summary.dead_letters} dead letters; {alerts} warnings, "
+            f"{summary.tasks} collections tasks, {summary.customers} customers -> {args.out}"
+        )
+        return 0
+
+    return asyncio.run(go())
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from streams.topic_admin import ensure_topics
+
+    created = asyncio.run(ensure_topics(_settings()))
+    print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
+    return 0
+
+
+def _cmd_state(args: argparse.Namespace) -> int:
+    from creditwatch.state_cli import show, top
+
+    settings = _settings()
+    if args.state_cmd == "show":
+        return asyncio.run(show(settings, args.customer_id, as_json=args.json))
+    return asyncio.run(top(settings, n=args.n, tier=args.tier, as_json=args.json))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="creditwatch", description="Real-time credit risk monitoring and early warning."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="run the streaming worker")
+    worker.set_defaults(func=_cmd_worker)
+
+    replay = sub.add_parser("replay", help="process an events file without Kafka")
+    replay.add_argument("events", help="JSON lines file, one input event per line")
+    replay.add_argument("--out", required=True, help="directory for the output files")
+    replay.add_argument("--redis", help="keep state in Redis at this URL instead of memory")
+    replay.set_defaults(func=_cmd_replay)
+
+    from creditwatch.simulate.cli import add_parser as add_simulate
+
+    add_simulate(sub)
+
+    topics = sub.add_parser("topics", help="create the Kafka topics")
+    topics.add_argument("action", choices=["create"])
+    topics.set_defaults(func=_cmd_topics)
+
+    state = sub.add_parser("state", help="read customers' risk state from Redis")
+    state_sub = state.add_subparsers(dest="state_cmd", required=True)
+    show = state_sub.add_parser("show", help="one customer")
+    show.add_argument("customer_id")
+    show.add_argument("--json", action="store_true")
+    top = state_sub.add_parser("top", help="the riskiest customers")
+    top.add_argument("--n", type=int, default=20)
+    top.add_argument("--tier", choices=["premium", "low", "medium", "high"])
+    top.add_argument("--json", action="store_true")
+    state.set_defaults(func=_cmd_state)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

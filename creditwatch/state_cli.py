@@ -1,0 +1,94 @@
+"""``creditwatch state show|top``: a customer's risk state for a person, or JSON for scripts."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from config.settings import Settings
+from risk.engine import Engine
+from schemas.codec import encode
+
+
+async def show(settings: Settings, customer_id: str, *, as_json: bool) -> int:
+    from streams.bootstrap import redis_client, redis_store
+
+    redis = redis_client(settings.redis)
+    try:
+        state = await redis_store(settings, redis).load(customer_id)
+    finally:
+        await redis.aclose()
+    if state is None:
+        print(f"no state for customer {customer_id}", file=sys.stderr)
+        return 1
+    summary = Engine(settings).summary(state)
+    if as_json:
+        sys.stdout.write(encode(summary).decode() + "\n")
+        return 0
+    console = Console()
+    head = Table(title=f"customer {summary.customer_id}", show_header=False)
+    head.add_row("risk score", str(summary.risk_score))
+    head.add_row("risk tier", summary.risk_tier)
+    head.add_row("loan class", summary.loan_class)
+    head.add_row("max DPD", str(summary.max_dpd))
+    head.add_row("total exposure", str(summary.total_exposure))
+    head.add_row("open alerts", str(summary.open_alerts))
+    head.add_row("last event", summary.last_event_at.isoformat() if summary.last_event_at else "-")
+    console.print(head)
+    loans = Table(title="loans")
+    for col in ("loan", "status", "DPD", "overdue", "class"):
+        loans.add_column(col)
+    for loan in summary.loans.values():
+        loans.add_row(
+            loan.loan_id,
+            loan.status or "-",
+            str(loan.dpd),
+            f"{loan.overdue_amount} {loan.currency}",
+            loan.loan_class,
+        )
+    console.print(loans)
+    return 0
+
+
+async def top(settings: Settings, *, n: int, tier: str | None, as_json: bool) -> int:
+    from streams.bootstrap import redis_client, redis_store
+
+    redis = redis_client(settings.redis)
+    store = redis_store(settings, redis)
+    engine = Engine(settings)
+    rows = []
+    try:
+        # Read a wider slice when filtering by tier, so N rows of that tier can be found.
+        for customer_id, _score in await store.top(n if tier is None else max(n * 20, 200)):
+            state = await store.load(customer_id)
+            if state is None or (tier is not None and state.risk_tier != tier):
+                continue
+            rows.append(engine.summary(state))
+            if len(rows) >= n:
+                break
+    finally:
+        await redis.aclose()
+    if as_json:
+        for row in rows:
+            sys.stdout.write(encode(row).decode() + "\n")
+        return 0
+    table = Table(title=f"top {n} customers by risk score" + (f" (tier {tier})" if tier else ""))
+    for col in ("customer", "score", "tier", "class", "max DPD", "exposure", "open alerts"):
+        table.add_column(col)
+    for s in rows:
+        table.add_row(
+            s.customer_id,
+            str(s.risk_score),
+            s.risk_tier,
+            s.loan_class,
+            str(s.max_dpd),
+            str(s.total_exposure),
+            str(s.open_alerts),
+        )
+    Console().print(table)
+    return 0
+
+
+__all__ = ["show", "top"]

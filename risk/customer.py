@@ -1,0 +1,105 @@
+"""The rolling risk state of one customer: profile, loans, links and the summary.
+
+This is plain data with a compact dictionary form, so the same object lives in
+the memory store (replay, tests) and, serialised, in Redis (the worker).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from risk.loans import Loan
+
+STATE_VERSION = 1
+
+
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo:
+    """A cached ZoneInfo; the name was validated at the edge."""
+    return ZoneInfo(name)
+
+
+@dataclass(slots=True)
+class CustomerState:
+    """Everything creditwatch knows about one customer, as of ``as_of``."""
+
+    customer_id: str
+    loans: dict[str, Loan] = field(default_factory=dict)
+    timezone: str = "UTC"
+    segment: str | None = None
+    holiday_calendar: str | None = None
+    monthly_income: Decimal | None = None
+    currency: str | None = None
+    contact_consent: dict[str, bool] | None = None
+    links: dict[str, list[str]] = field(default_factory=dict)
+    as_of: datetime | None = None
+    last_event_at: datetime | None = None
+    defaulted_at: datetime | None = None
+    risk_score: int = 0
+    risk_tier: str = "premium"
+    loan_class: str = "normal"
+    open_alerts: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return zone(self.timezone)
+
+    def bump(self, name: str, by: int = 1) -> None:
+        """Increase one of the customer's event counters."""
+        self.counters[name] = self.counters.get(name, 0) + by
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": STATE_VERSION,
+            "id": self.customer_id,
+            "loans": [loan.to_dict() for loan in self.loans.values()],
+            "tz": self.timezone,
+            "seg": self.segment,
+            "hol": self.holiday_calendar,
+            "inc": str(self.monthly_income) if self.monthly_income is not None else None,
+            "cur": self.currency,
+            "cc": self.contact_consent,
+            "links": self.links,
+            "asof": self.as_of.isoformat() if self.as_of else None,
+            "last": self.last_event_at.isoformat() if self.last_event_at else None,
+            "dft": self.defaulted_at.isoformat() if self.defaulted_at else None,
+            "score": self.risk_score,
+            "tier": self.risk_tier,
+            "cls": self.loan_class,
+            "oa": self.open_alerts,
+            "cnt": self.counters,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CustomerState:
+        if d.get("v") != STATE_VERSION:
+            raise ValueError(f"unsupported customer state version {d.get('v')!r}")
+
+        def ts(value: str | None) -> datetime | None:
+            return datetime.fromisoformat(value) if value else None
+
+        return cls(
+            customer_id=d["id"],
+            loans={ld["id"]: Loan.from_dict(ld) for ld in d["loans"]},
+            timezone=d["tz"],
+            segment=d["seg"],
+            holiday_calendar=d["hol"],
+            monthly_income=Decimal(d["inc"]) if d["inc"] is not None else None,
+            currency=d["cur"],
+            contact_consent=d["cc"],
+            links=d["links"],
+            as_of=ts(d["asof"]),
+            last_event_at=ts(d["last"]),
+            defaulted_at=ts(d["dft"]),
+            risk_score=d["score"],
+            risk_tier=d["tier"],
+            loan_class=d["cls"],
+            open_alerts=d["oa"],
+            counters=d["cnt"],
+        )

@@ -1,0 +1,607 @@
+"""The pure core: ``(customer state, event) -> (new state, outputs)``.
+
+No I/O happens here: the same engine runs inside a Faust agent and inside
+``creditwatch replay``. Time is event time. Before an event is applied the
+customer is first moved forward to the event's time, so any DPD threshold
+crossed in between fires with the exact instant it was crossed (local
+midnight of the day the DPD reached it, in the customer's time zone), whatever
+moment the crossing is noticed at. That makes the warnings independent of how
+often the daily DPD tick runs, and identical between the worker and replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from config.settings import Settings
+from risk.classification import RANK, class_boundaries, loan_class, worst
+from risk.customer import CustomerState
+from risk.ids import stable_id
+from risk.loans import ZERO, Loan
+from risk.score import DELINQUENCY_POINTS, score_components, tier_for, total_score
+from schemas.events import (
+    AlertFeedback,
+    CustomerLinked,
+    CustomerUnlinked,
+    CustomerUpdated,
+    InstallmentDue,
+    LoanClosed,
+    LoanOpened,
+    LoanRestructured,
+    LoanWrittenOff,
+    OutcomeDefault,
+    OutcomeFraudConfirmed,
+    RepaymentFailed,
+    RepaymentReceived,
+    TransactionPosted,
+)
+from schemas.outputs import CollectionsTask, LoanSummary, RiskAlert, RiskState
+
+DPD_SEVERITY = {1: "warning", 30: "warning", 60: "high", 90: "critical"}
+CLASS_SEVERITY = {
+    "normal": "info",
+    "special_mention": "warning",
+    "substandard": "high",
+    "doubtful": "critical",
+    "loss": "critical",
+}
+STAGE_CHANNELS: dict[str, tuple[str, ...]] = {
+    "reminder": ("sms", "email", "letter"),
+    "call": ("phone", "sms", "letter"),
+    "visit": ("visit", "letter"),
+    "legal_review": ("letter",),
+}
+STAGE_PRIORITY = {"reminder": 1, "call": 2, "visit": 3, "legal_review": 4}
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one step produced, in the order it happened."""
+
+    alerts: list[RiskAlert] = field(default_factory=list)
+    tasks: list[CollectionsTask] = field(default_factory=list)
+    states: list[RiskState] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.alerts or self.tasks or self.states)
+
+
+class Engine:
+    """Applies events and the passage of time to a customer's state."""
+
+    def __init__(self, settings: Settings, *, rule_set_version: str = "builtin-1") -> None:
+        self.settings = settings
+        self.rule_set_version = rule_set_version
+        self._bands = settings.classification
+        self._thresholds = tuple(settings.alerts.dpd_thresholds)
+        self._stages = settings.collections.stage_starts
+        self._marks = tuple(
+            sorted(
+                set(self._thresholds)
+                | set(class_boundaries(self._bands))
+                | {start for start, _ in self._stages}
+                | {start for start, _ in DELINQUENCY_POINTS}
+            )
+        )
+        self._handlers: dict[str, Callable[[CustomerState, Any, datetime, Outcome], None]] = {
+            "transaction.posted": self._on_transaction,
+            "installment.due": self._on_installment_due,
+            "repayment.received": self._on_repayment,
+            "repayment.failed": self._on_repayment_failed,
+            "loan.opened": self._on_loan_opened,
+            "loan.restructured": self._on_loan_restructured,
+            "loan.closed": self._on_loan_closed,
+            "loan.written_off": self._on_loan_written_off,
+            "customer.updated": self._on_customer_updated,
+            "customer.linked": self._on_customer_linked,
+            "customer.unlinked": self._on_customer_unlinked,
+            "outcome.default": self._on_default,
+            "outcome.fraud_confirmed": self._on_fraud_confirmed,
+            "alert.feedback": self._on_feedback,
+        }
+
+    # -- public API -----------------------------------------------------------
+
+    def apply(self, state: CustomerState | None, event: Any) -> tuple[CustomerState, Outcome]:
+        """Apply one validated input event; ``state`` is mutated and returned.
+
+        Only servicing events (instalments and repayments, the system of record
+        for arrears) move the customer's DPD clock forward: a card payment dated
+        next week says nothing about whether a repayment is still in flight, so
+        it must not age arrears. Other events are applied at the customer's
+        current instant and their warnings carry their own event time.
+        """
+        st = state if state is not None else CustomerState(customer_id=event.customer_id)
+        out = Outcome()
+        at: datetime = event.occurred_at
+        now = at
+        if event.type in CLOCK_EVENTS:
+            if st.as_of is None or at > st.as_of:
+                self._progress(st, at, out)
+            # A late servicing event is applied at the customer's current instant:
+            # time does not run backwards for arrears already reported.
+            now = st.as_of or at
+        dpd_at = st.as_of or at
+        self._handlers[event.type](st, event, now, out)
+        reason = REASONS.get(event.type, "repayment activity")
+        self._reassess(st, now, out, evidence=(event.event_id,), reason=reason, dpd_at=dpd_at)
+        if st.last_event_at is None or at > st.last_event_at:
+            st.last_event_at = at
+        return st, out
+
+    def advance(self, state: CustomerState, to: datetime) -> Outcome:
+        """Let time pass for a customer with no event: DPD grows, thresholds fire."""
+        out = Outcome()
+        if state.as_of is None or to > state.as_of:
+            self._progress(state, to, out)
+        return out
+
+    def summary(self, st: CustomerState) -> RiskState:
+        """The customer's risk state in the contract's shape."""
+        as_of = st.as_of or st.last_event_at
+        local = self.local_date(st, as_of) if as_of else None
+        loans = {
+            loan.loan_id: LoanSummary(
+                loan_id=loan.loan_id,
+                dpd=loan.dpd_seen,
+                overdue_amount=loan.overdue_amount(local) if local else ZERO,
+                currency=loan.currency,
+                loan_class=loan.loan_class,
+                outstanding_principal=loan.outstanding_principal,
+                status=loan.status,
+            )
+            for loan in st.loans.values()
+        }
+        exposure = sum((loan.outstanding_principal for loan in st.loans.values()), start=ZERO)
+        return RiskState(
+            customer_id=st.customer_id,
+            risk_score=st.risk_score,
+            risk_tier=st.risk_tier,
+            loan_class=st.loan_class,
+            loans=loans,
+            max_dpd=self._max_dpd(st),
+            total_exposure=exposure,
+            open_alerts=st.open_alerts,
+            features=self.features(st),
+            last_event_at=st.last_event_at,
+        )
+
+    def features(self, st: CustomerState) -> dict[str, Any]:
+        """The rolling values the score rests on, with each score component."""
+        components = self._components(st)
+        return {
+            "score_components": components,
+            "max_dpd": self._max_dpd(st),
+            "max_failed_streak": max((ln.failed_streak for ln in st.loans.values()), default=0),
+            "open_loans": sum(1 for ln in st.loans.values() if ln.status == "open"),
+            "restructured_loans": sum(1 for ln in st.loans.values() if ln.restructured),
+            "defaulted": st.defaulted_at is not None,
+            "as_of": st.as_of.isoformat() if st.as_of else None,
+            **{f"count_{k}": v for k, v in sorted(st.counters.items())},
+        }
+
+    @staticmethod
+    def local_date(st: CustomerState, at: datetime) -> date:
+        """The calendar date in the customer's own time zone at instant ``at``."""
+        return at.astimezone(st.tz).date()
+
+    # -- time passing ---------------------------------------------------------
+
+    def _progress(self, st: CustomerState, to: datetime, out: Outcome) -> None:
+        """Fire every DPD mark crossed between ``st.as_of`` and ``to``, in time order."""
+        to_date = self.local_date(st, to)
+        crossings: list[tuple[datetime, str, int]] = []
+        for loan in st.loans.values():
+            if loan.status != "open":
+                continue
+            inst = loan.oldest_unpaid(to_date)
+            if inst is None:
+                continue
+            new_dpd = (to_date - inst.due_date).days
+            for mark in self._marks:
+                if loan.dpd_seen < mark <= new_dpd:
+                    when = datetime.combine(
+                        inst.due_date + timedelta(days=mark), time(0), tzinfo=st.tz
+                    )
+                    crossings.append((when, loan.loan_id, mark))
+        crossings.sort()
+        for when, loan_id, mark in crossings:
+            st.as_of = max(st.as_of, when) if st.as_of else when
+            self._sync_dpd(st, when.date(), but=loan_id)
+            self._move_loan(st, st.loans[loan_id], mark, when, out, (), "days past due")
+        st.as_of = to
+        for loan in st.loans.values():
+            if loan.status == "open":
+                loan.dpd_seen = loan.dpd(to_date)
+        self._summarize(st, to, out)
+
+    def _sync_dpd(self, st: CustomerState, on: date, *, but: str) -> None:
+        """Bring the other loans' DPD up to ``on`` without stepping over an unfired mark.
+
+        A crossing is judged with every loan as it stood at that instant, so the
+        score on a warning does not depend on when the last tick happened to run.
+        """
+        for loan in st.loans.values():
+            if loan.status != "open" or loan.loan_id == but:
+                continue
+            next_mark = next((m for m in self._marks if m > loan.dpd_seen), None)
+            dpd = loan.dpd(on)
+            if next_mark is not None:
+                dpd = min(dpd, next_mark - 1)
+            loan.dpd_seen = max(loan.dpd_seen, dpd)
+
+    def _reassess(
+        self,
+        st: CustomerState,
+        at: datetime,
+        out: Outcome,
+        *,
+        evidence: tuple[str, ...],
+        reason: str,
+        dpd_at: datetime,
+    ) -> None:
+        """After an event changed a loan: move each loan to its DPD and class.
+
+        DPD is judged at ``dpd_at`` (the customer's DPD clock); warnings are
+        stamped ``at`` (the event's own time).
+        """
+        local = self.local_date(st, dpd_at)
+        for loan in st.loans.values():
+            new_dpd = loan.dpd(local) if loan.status == "open" else loan.dpd_seen
+            self._move_loan(st, loan, new_dpd, at, out, evidence, reason, dpd_at=dpd_at)
+        self._summarize(st, at, out)
+
+    def _move_loan(
+        self,
+        st: CustomerState,
+        loan: Loan,
+        new_dpd: int,
+        at: datetime,
+        out: Outcome,
+        evidence: tuple[str, ...],
+        reason: str,
+        *,
+        dpd_at: datetime | None = None,
+    ) -> None:
+        old_dpd = loan.dpd_seen
+        old_class = loan.loan_class
+        local = self.local_date(st, dpd_at or at)
+        if old_dpd == 0 and new_dpd > 0:
+            first = loan.oldest_unpaid(local)
+            loan.episode = first.due_date.isoformat() if first else local.isoformat()
+        loan.dpd_seen = new_dpd
+        new_class = loan_class(
+            new_dpd,
+            self._bands,
+            written_off=loan.status == "written_off",
+            restructured=loan.restructured,
+        )
+        if loan.status == "closed":
+            new_class = "normal"
+        loan.loan_class = new_class
+
+        dpd_mark = 0
+        stage: tuple[int, str] | None = None
+        if loan.status == "open" and new_dpd > old_dpd:
+            crossed = [m for m in self._thresholds if old_dpd < m <= new_dpd]
+            if crossed and crossed[-1] > loan.alerted_dpd:
+                dpd_mark = crossed[-1]
+                loan.alerted_dpd = dpd_mark
+            started = [s for s in self._stages if old_dpd < s[0] <= new_dpd]
+            if started and started[-1][0] > loan.stage_dpd:
+                stage = started[-1]
+                loan.stage_dpd = stage[0]
+        if new_dpd == 0 and old_dpd > 0:
+            loan.episode = None
+            loan.alerted_dpd = 0
+            loan.stage_dpd = 0
+        if new_dpd == 0 and new_class == "normal":
+            loan.open_alerts = 0
+        if not (dpd_mark or stage or new_class != old_class):
+            return
+
+        self._summarize(st, at, out)
+        episode = loan.episode or ""
+        if dpd_mark:
+            self._emit(
+                st,
+                out,
+                code=f"dpd_{dpd_mark}",
+                severity=DPD_SEVERITY.get(dpd_mark, "high"),
+                title=f"Loan {loan.loan_id} is {dpd_mark} days past due",
+                loan=loan,
+                at=at,
+                evidence=evidence,
+                dedup_key=f"{st.customer_id}:{loan.loan_id}:dpd_{dpd_mark}",
+                id_parts=(episode,),
+                explanation={
+                    "threshold_days": dpd_mark,
+                    "dpd": new_dpd,
+                    "overdue_amount": str(loan.overdue_amount(local)),
+                    "currency": loan.currency,
+                    "oldest_unpaid_due_date": episode,
+                },
+            )
+        if new_class != old_class:
+            worse = RANK[new_class] > RANK[old_class]
+            self._emit(
+                st,
+                out,
+                code="loan_class_change",
+                severity=CLASS_SEVERITY[new_class] if worse else "info",
+                title=f"Loan {loan.loan_id} moved from {old_class} to {new_class}",
+                loan=loan,
+                at=at,
+                evidence=evidence,
+                dedup_key=f"{st.customer_id}:{loan.loan_id}:class",
+                id_parts=(old_class, new_class, at.isoformat()),
+                source="classification",
+                explanation={
+                    "from": old_class,
+                    "to": new_class,
+                    "reason": reason,
+                    "dpd": new_dpd,
+                    "restructured": loan.restructured,
+                    "status": loan.status,
+                },
+            )
+        if stage:
+            self._task(st, out, loan, stage[1], new_dpd, at, local)
+
+    # -- summary --------------------------------------------------------------
+
+    def _max_dpd(self, st: CustomerState) -> int:
+        return max((ln.dpd_seen for ln in st.loans.values() if ln.status == "open"), default=0)
+
+    def _components(self, st: CustomerState) -> dict[str, int]:
+        return score_components(
+            max_dpd=self._max_dpd(st),
+            loan_class=worst([ln.loan_class for ln in st.loans.values() if ln.status != "closed"]),
+            failed_streak=max((ln.failed_streak for ln in st.loans.values()), default=0),
+            defaulted=st.defaulted_at is not None,
+        )
+
+    def _summarize(self, st: CustomerState, at: datetime, out: Outcome) -> None:
+        """Recompute score, tier and worst class; publish the state when tier or class moved."""
+        old = (st.risk_tier, st.loan_class)
+        st.loan_class = worst([ln.loan_class for ln in st.loans.values() if ln.status != "closed"])
+        st.risk_score = total_score(self._components(st))
+        st.risk_tier = tier_for(st.risk_score, self.settings.tiers)
+        st.open_alerts = sum(ln.open_alerts for ln in st.loans.values())
+        if (st.risk_tier, st.loan_class) != old:
+            out.states.append(self.summary(st))
+
+    # -- outputs --------------------------------------------------------------
+
+    def _emit(
+        self,
+        st: CustomerState,
+        out: Outcome,
+        *,
+        code: str,
+        severity: str,
+        title: str,
+        loan: Loan | None,
+        at: datetime,
+        evidence: Iterable[str],
+        dedup_key: str,
+        id_parts: tuple[str, ...],
+        explanation: dict[str, Any],
+        source: str = "rule",
+    ) -> None:
+        if loan is not None:
+            loan.open_alerts += 1
+            st.open_alerts += 1
+        out.alerts.append(
+            RiskAlert(
+                alert_id=stable_id("alert", st.customer_id, dedup_key, *id_parts),
+                dedup_key=dedup_key,
+                customer_id=st.customer_id,
+                loan_id=loan.loan_id if loan else None,
+                severity=severity,
+                source=source,
+                code=code,
+                title=title,
+                explanation=explanation,
+                risk_score=st.risk_score,
+                risk_tier=st.risk_tier,
+                loan_class=st.loan_class,
+                triggered_at=at,
+                evidence_event_ids=list(evidence),
+                rule_set_version=self.rule_set_version,
+                status="firing",
+            )
+        )
+
+    def _task(
+        self,
+        st: CustomerState,
+        out: Outcome,
+        loan: Loan,
+        stage: str,
+        dpd: int,
+        at: datetime,
+        local: date,
+    ) -> None:
+        consent = st.contact_consent or {}
+        channels = STAGE_CHANNELS[stage]
+        channel = next((c for c in channels if consent.get(c, True)), channels[-1])
+        out.tasks.append(
+            CollectionsTask(
+                task_id=stable_id("task", st.customer_id, loan.loan_id, loan.episode or "", stage),
+                customer_id=st.customer_id,
+                loan_id=loan.loan_id,
+                dpd=dpd,
+                overdue_amount=loan.overdue_amount(local),
+                currency=loan.currency,
+                stage=stage,
+                channel=channel,
+                priority=STAGE_PRIORITY[stage],
+                not_before=self.lawful_contact_time(st, at),
+                reason=f"loan {loan.loan_id} reached {dpd} days past due: {stage} stage",
+                created_at=at,
+            )
+        )
+
+    def lawful_contact_time(self, st: CustomerState, at: datetime) -> datetime:
+        """The first instant at or after ``at`` outside the customer's local quiet hours."""
+        cfg = self.settings.collections
+        local = at.astimezone(st.tz)
+        start, end = cfg.quiet_start_hour, cfg.quiet_end_hour
+        hour = local.hour
+        if start > end and hour >= start:  # evening part of a window across midnight
+            day = local.date() + timedelta(days=1)
+        elif (start > end and hour < end) or (start <= hour < end):
+            day = local.date()
+        else:
+            return local
+        return datetime.combine(day, time(end), tzinfo=st.tz)
+
+    # -- event handlers -------------------------------------------------------
+
+    @staticmethod
+    def _loan(st: CustomerState, loan_id: str, currency: str) -> Loan:
+        loan = st.loans.get(loan_id)
+        if loan is None:
+            loan = st.loans[loan_id] = Loan(loan_id=loan_id, currency=currency)
+        return loan
+
+    def _on_transaction(
+        self, st: CustomerState, ev: TransactionPosted, now: datetime, out: Outcome
+    ) -> None:
+        st.bump(f"tx_{ev.direction}")
+        if ev.direction == "credit" and ev.counterparty_type == "employer":
+            st.bump("salary_credits")
+
+    def _on_installment_due(
+        self, st: CustomerState, ev: InstallmentDue, now: datetime, out: Outcome
+    ) -> None:
+        self._loan(st, ev.loan_id, ev.currency).add_installment(
+            ev.installment_no, ev.due_date, ev.amount_due
+        )
+
+    def _on_repayment(
+        self, st: CustomerState, ev: RepaymentReceived, now: datetime, out: Outcome
+    ) -> None:
+        loan = self._loan(st, ev.loan_id, ev.currency)
+        loan.pay(ev.amount)
+        loan.failed_streak = 0
+        loan.failed_streak_started = None
+        loan.failed_alerted = False
+        st.bump("repayments")
+
+    def _on_repayment_failed(
+        self, st: CustomerState, ev: RepaymentFailed, now: datetime, out: Outcome
+    ) -> None:
+        loan = self._loan(st, ev.loan_id, ev.currency)
+        st.bump("failed_collections")
+        if loan.failed_streak == 0:
+            loan.failed_streak_started = ev.event_id
+        loan.failed_streak += 1
+        threshold = self.settings.alerts.failed_repayments_threshold
+        if loan.failed_streak >= threshold and not loan.failed_alerted:
+            loan.failed_alerted = True
+            self._summarize(st, now, out)
+            first = loan.failed_streak_started or ev.event_id
+            self._emit(
+                st,
+                out,
+                code="repeated_failed_collections",
+                severity="high",
+                title=f"{loan.failed_streak} collections failed in a row on loan {loan.loan_id}",
+                loan=loan,
+                at=now,
+                evidence=(first, ev.event_id) if first != ev.event_id else (ev.event_id,),
+                dedup_key=f"{st.customer_id}:{loan.loan_id}:failed_collections",
+                id_parts=(first,),
+                explanation={
+                    "failed_in_a_row": loan.failed_streak,
+                    "threshold": threshold,
+                    "last_reason": ev.reason,
+                    "amount": str(ev.amount),
+                    "currency": ev.currency,
+                },
+            )
+
+    def _on_loan_opened(self, st: CustomerState, ev: LoanOpened, now: datetime, out: Outcome) -> None:
+        loan = self._loan(st, ev.loan_id, ev.currency)
+        loan.principal = ev.principal
+        loan.product = ev.product
+        loan.opened_at = ev.occurred_at
+        loan.currency = ev.currency
+
+    def _on_loan_restructured(
+        self, st: CustomerState, ev: LoanRestructured, now: datetime, out: Outcome
+    ) -> None:
+        self._loan(st, ev.loan_id, st.currency or "XXX").restructured = True
+
+    def _on_loan_closed(self, st: CustomerState, ev: LoanClosed, now: datetime, out: Outcome) -> None:
+        loan = self._loan(st, ev.loan_id, st.currency or "XXX")
+        loan.status = "closed"
+        loan.dpd_seen = 0
+
+    def _on_loan_written_off(
+        self, st: CustomerState, ev: LoanWrittenOff, now: datetime, out: Outcome
+    ) -> None:
+        self._loan(st, ev.loan_id, ev.currency).status = "written_off"
+
+    def _on_customer_updated(
+        self, st: CustomerState, ev: CustomerUpdated, now: datetime, out: Outcome
+    ) -> None:
+        if ev.segment is not None:
+            st.segment = ev.segment
+        if ev.monthly_income is not None:
+            st.monthly_income = ev.monthly_income
+        if ev.currency is not None:
+            st.currency = ev.currency
+        if ev.timezone is not None:
+            st.timezone = ev.timezone
+        if ev.holiday_calendar is not None:
+            st.holiday_calendar = ev.holiday_calendar
+        if ev.contact_consent is not None:
+            st.contact_consent = dict(ev.contact_consent)
+
+    def _on_customer_linked(
+        self, st: CustomerState, ev: CustomerLinked, now: datetime, out: Outcome
+    ) -> None:
+        relations = st.links.setdefault(ev.related_customer_id, [])
+        if ev.relation not in relations:
+            relations.append(ev.relation)
+            relations.sort()
+
+    def _on_customer_unlinked(
+        self, st: CustomerState, ev: CustomerUnlinked, now: datetime, out: Outcome
+    ) -> None:
+        relations = st.links.get(ev.related_customer_id, [])
+        if ev.relation in relations:
+            relations.remove(ev.relation)
+        if not relations:
+            st.links.pop(ev.related_customer_id, None)
+
+    def _on_default(self, st: CustomerState, ev: OutcomeDefault, now: datetime, out: Outcome) -> None:
+        if st.defaulted_at is None:
+            st.defaulted_at = ev.occurred_at
+        st.bump("defaults")
+
+    def _on_fraud_confirmed(
+        self, st: CustomerState, ev: OutcomeFraudConfirmed, now: datetime, out: Outcome
+    ) -> None:
+        st.bump("fraud_confirmed")
+
+    def _on_feedback(self, st: CustomerState, ev: AlertFeedback, now: datetime, out: Outcome) -> None:
+        st.bump(f"feedback_{ev.verdict}")
+
+
+CLOCK_EVENTS = frozenset({"installment.due", "repayment.received", "repayment.failed"})
+
+REASONS: dict[str, str] = {
+    "loan.restructured": "restructured",
+    "loan.written_off": "written off",
+    "loan.closed": "closed",
+    "installment.due": "instalment announced",
+    "repayment.received": "repayment received",
+    "repayment.failed": "collection failed",
+}

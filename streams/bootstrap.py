@@ -1,0 +1,143 @@
+"""The composition root: builds every client and service of a worker, once, at start.
+
+Nothing else in the code base creates a Redis client, a Kafka client, a
+metrics registry or reads the environment; they are built here from the
+settings and handed in, which is what lets tests build a worker with their
+own ports and prefixes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from config.settings import RedisSettings, Settings
+from creditwatch.metrics import Metrics
+from risk.engine import Engine
+from risk.processor import Processor
+from risk.redis_store import RedisStateStore
+from streams.agents import register_agents
+from streams.kafka_options import aiokafka_options, faust_credentials
+from streams.partitioning import partition_for
+from streams.runtime import WorkerRuntime
+from streams.topic_admin import ensure_topics
+from streams.web import register_views
+
+log = logging.getLogger(__name__)
+
+
+def redis_client(cfg: RedisSettings) -> Redis:
+    """A Redis client that retries connection errors with backoff (outages are survived)."""
+    options: dict[str, Any] = {
+        "username": cfg.username,
+        "password": cfg.password.get_secret_value() if cfg.password else None,
+        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionError],
+        "health_check_interval": 15,
+        "socket_connect_timeout": 5,
+        "socket_timeout": 10,
+    }
+    if cfg.tls or cfg.url.startswith("rediss://"):
+        options["ssl_ca_certs"] = cfg.tls_ca_certs
+        if not cfg.url.startswith("rediss://"):
+            options["ssl"] = True
+    return Redis.from_url(cfg.url, **options)
+
+
+def redis_store(settings: Settings, redis: Redis) -> RedisStateStore:
+    return RedisStateStore(
+        redis,
+        prefix=settings.redis.key_prefix,
+        marker_ttl_seconds=settings.redis.event_dedup_ttl_days * 86400,
+    )
+
+
+def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
+    """Wire a Faust app and the runtime its agents share."""
+    metrics = Metrics()
+    redis = redis_client(settings.redis)
+    store = redis_store(settings, redis)
+    partitions = settings.kafka.topic_partitions
+    processor = Processor(
+        Engine(settings),
+        store,
+        metrics=metrics,
+        shard_of=lambda customer_id: partition_for(customer_id, partitions),
+    )
+    runtime = WorkerRuntime(
+        settings=settings,
+        redis=redis,
+        store=store,
+        processor=processor,
+        metrics=metrics,
+        kafka_options=aiokafka_options(settings.kafka),
+    )
+    app = faust.App(
+        settings.app_id,
+        broker=settings.kafka.broker_url,
+        broker_credentials=faust_credentials(settings.kafka),
+        store="memory://",
+        datadir=settings.data_dir,
+        autodiscover=False,
+        topic_partitions=partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=settings.commit_interval_seconds,
+        web_enabled=True,
+        web_bind=settings.http_host,
+        web_host=settings.http_host,
+        web_port=settings.http_port,
+        web_in_thread=False,
+        producer_acks=-1,
+    )
+    register_agents(app, runtime)
+    register_views(app, runtime)
+
+    @app.timer(settings.dpd_tick_seconds)
+    async def dpd_tick() -> None:
+        """Advance DPD with event time between events (the daily schedule)."""
+        fired = await runtime.tick()
+        if fired:
+            log.info("DPD tick raised %d warnings", fired)
+
+    @app.timer(5.0)
+    async def outbox_gauge() -> None:
+        await runtime.outbox_depth()
+
+    async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        await runtime.on_assigned({tp.partition for tp in app.consumer.assignment()})
+
+    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        remaining = app.consumer.assignment() - set(revoked)
+        await runtime.on_assigned({tp.partition for tp in remaining})
+
+    async def on_shutdown(sender: Any, **_: Any) -> None:
+        await runtime.drain_outbox()
+        await runtime.stop()
+
+    app.on_partitions_assigned.connect(on_assigned)
+    app.on_partitions_revoked.connect(on_revoked)
+    app.on_before_shutdown.connect(on_shutdown)
+    return app, runtime
+
+
+def run_worker(settings: Settings) -> int:
+    """Create the topics, then run the worker until SIGTERM/SIGINT."""
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    created = asyncio.run(ensure_topics(settings))
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+    app, _runtime = build_worker(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,139 @@
+"""What the Faust agents, timers and views of one worker share.
+
+Built by the composition root (:mod:`streams.bootstrap`) and handed to the
+agents; nothing here is created at import time. It owns the retry policy for
+outages: an input is retried until its step is committed to Redis, so an
+outage delays processing but never drops an event, and Kafka offsets only move
+on once the step is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from config.settings import Settings
+from creditwatch.metrics import Metrics
+from risk.processor import Processor, Result, Source
+from risk.redis_store import RedisStateStore
+from streams.outbox import OutboxPublisher
+from streams.partitioning import partition_for
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (RedisError, ConnectionError, OSError, TimeoutError)
+
+
+@dataclass
+class WorkerRuntime:
+    """Shared services of one worker process."""
+
+    settings: Settings
+    redis: Redis
+    store: RedisStateStore
+    processor: Processor
+    metrics: Metrics
+    kafka_options: dict[str, Any]
+    publishers: dict[int, OutboxPublisher] = field(default_factory=dict)
+    publisher_tasks: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    assigned: set[int] = field(default_factory=set)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    stopping: bool = False
+
+    # -- processing -----------------------------------------------------------
+
+    async def handle(self, raw: bytes, topic: str, partition: int, offset: int) -> Result:
+        """Process one Kafka message, retrying outages until it is committed."""
+        backoff = 0.05
+        while True:
+            try:
+                result = await self.processor.handle(raw, Source(topic, partition, offset))
+                break
+            except RETRYABLE as exc:
+                log.warning("state store unavailable, retrying in %.2fs: %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self.wake(partition)
+        return result
+
+    def wake(self, shard: int) -> None:
+        publisher = self.publishers.get(shard)
+        if publisher is not None:
+            publisher.wakeup.set()
+
+    def shard_of(self, customer_id: str) -> int:
+        return partition_for(customer_id, self.settings.kafka.topic_partitions)
+
+    async def tick(self) -> int:
+        """Advance arrears of this worker's customers to their shard's watermark."""
+        if not self.assigned:
+            return 0
+        assigned = set(self.assigned)
+        out = await self.processor.tick(owns=lambda c: self.shard_of(c) in assigned)
+        for shard in assigned:
+            self.wake(shard)
+        return len(out.alerts)
+
+    # -- outbox publishers ----------------------------------------------------
+
+    async def on_assigned(self, partitions: set[int]) -> None:
+        """Publish the outbox shards of the partitions this worker now owns."""
+        self.assigned = set(partitions)
+        for shard in sorted(self.assigned - set(self.publishers)):
+            publisher = OutboxPublisher(
+                redis=self.redis,
+                outbox_key=self.store.outbox_key(shard),
+                shard=shard,
+                app_id=self.settings.app_id,
+                topics=self.settings.topics,
+                kafka_options=self.kafka_options,
+                metrics=self.metrics,
+            )
+            await publisher.start()
+            self.publishers[shard] = publisher
+            self.publisher_tasks[shard] = asyncio.create_task(
+                publisher.run(), name=f"outbox-{shard}"
+            )
+        for shard in sorted(set(self.publishers) - self.assigned):
+            await self._stop_publisher(shard)
+
+    async def _stop_publisher(self, shard: int) -> None:
+        publisher = self.publishers.pop(shard)
+        task = self.publisher_tasks.pop(shard)
+        await publisher.stop()
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception) as exc:  # stopping: report, do not raise
+            if not isinstance(exc, asyncio.CancelledError):
+                log.warning("outbox shard %s stopped with %s", shard, exc)
+
+    async def drain_outbox(self, timeout: float = 10.0) -> None:
+        """On shutdown: publish what is committed before the producers close."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        for shard, publisher in list(self.publishers.items()):
+            while asyncio.get_running_loop().time() < deadline:
+                try:
+                    if await publisher.publish_once() == 0:
+                        break
+                except Exception as exc:  # left in the outbox for the next start
+                    log.warning("outbox shard %s not drained at shutdown: %s", shard, exc)
+                    break
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for shard in list(self.publishers):
+            await self._stop_publisher(shard)
+
+    async def outbox_depth(self) -> int:
+        total = 0
+        for shard in range(self.settings.kafka.topic_partitions):
+            total += await self.redis.xlen(self.store.outbox_key(shard))
+        self.metrics.outbox_depth.set(total)
+        return total

@@ -1,0 +1,45 @@
+"""The worker's HTTP endpoints: liveness, Prometheus metrics and risk state.
+
+They run on Faust's own web server (aiohttp), on the worker's HTTP port.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from schemas.codec import encode
+from streams.runtime import WorkerRuntime
+
+
+def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
+    """Attach ``/healthz``, ``/metrics`` and ``/customers/{id}/risk``."""
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        try:
+            redis_ok = bool(await runtime.redis.ping())
+        except Exception:  # reported as unhealthy, not raised
+            redis_ok = False
+        body = {
+            "status": "ok" if redis_ok and not runtime.stopping else "degraded",
+            "redis": redis_ok,
+            "assigned_partitions": sorted(runtime.assigned),
+            "outbox_depth": await runtime.outbox_depth() if redis_ok else None,
+        }
+        return web.json(body, status=200 if body["status"] == "ok" else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        payload = generate_latest(runtime.metrics.registry)
+        return web.bytes(payload, content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/customers/{customer_id}/risk")
+    async def customer_risk(web: Any, request: Any, customer_id: str) -> Any:
+        state = await runtime.store.load(customer_id)
+        if state is None:
+            return web.json({"error": "unknown customer"}, status=404)
+        body = encode(runtime.processor.engine.summary(state))
+        return web.bytes(body, content_type="application/json")
