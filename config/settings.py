@@ -35,7 +35,8 @@ class KafkaSettings(_Frozen):
     ssl_keyfile: str | None = None
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
-    consumer_group: str = "creditwatch"
+    session_timeout_seconds: float = Field(default=30.0, ge=6.0, le=300.0)
+    heartbeat_interval_seconds: float = Field(default=3.0, gt=0, le=60.0)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:

@@ -311,7 +311,7 @@ class Engine:
                 out,
                 code=f"dpd_{dpd_mark}",
                 severity=DPD_SEVERITY.get(dpd_mark, "high"),
-                title=f"Loan {loan.loan_id} is {dpd_mark} days past due",
+                title=f"Loan {loan.loan_id} is {dpd_mark} day{'' if dpd_mark == 1 else 's'} past due",
                 loan=loan,
                 at=at,
                 evidence=evidence,

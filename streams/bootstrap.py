@@ -97,6 +97,8 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
         web_port=settings.http_port,
         web_in_thread=False,
         producer_acks=-1,
+        broker_session_timeout=settings.kafka.session_timeout_seconds,
+        broker_heartbeat_interval=settings.kafka.heartbeat_interval_seconds,
     )
     register_agents(app, runtime)
     register_views(app, runtime)

@@ -96,6 +96,8 @@ class Deployment:
             "CREDITWATCH_COMMIT_INTERVAL_SECONDS": "0.2",
             "CREDITWATCH_TOPICS": json.dumps(self.topics),
             "CREDITWATCH_LOG_LEVEL": "INFO",
+            "CREDITWATCH_KAFKA__SESSION_TIMEOUT_SECONDS": "6",
+            "CREDITWATCH_KAFKA__HEARTBEAT_INTERVAL_SECONDS": "1",
         }
 
     def start_worker(self, timeout: float = 90.0) -> tuple[subprocess.Popen[bytes], int]:
@@ -136,6 +138,14 @@ class Deployment:
     def redis(self) -> Redis:
         return Redis.from_url(self.stack.redis_url)
 
+    def produce(self, events: list[Any]) -> list[tuple[str, int, int]]:
+        """Produce to this deployment's input topics; (topic, partition, offset) each."""
+        return asyncio.run(produce(self.stack.bootstrap, self.topics, events))
+
+    def consume(self, logical: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """Everything committed on one of this deployment's output topics."""
+        return asyncio.run(consume_all(self.stack.bootstrap, self.topics[logical], **kwargs))
+
 
 @pytest.fixture
 def deployment(stack: Stack, tmp_path: Path) -> Iterator[Deployment]:
@@ -149,11 +159,15 @@ def deployment(stack: Stack, tmp_path: Path) -> Iterator[Deployment]:
 
 
 async def produce(
-    bootstrap: str, topics: dict[str, str], events: list[dict[str, Any]] | list[tuple[str, str, bytes]]
-) -> None:
-    """Send events (wire dicts routed by type, or raw (logical topic, key, bytes))."""
+    bootstrap: str, topics: dict[str, str], events: list[Any]
+) -> list[tuple[str, int, int]]:
+    """Send events (wire dicts routed by type, or raw (logical topic, key, bytes)).
+
+    Returns (topic, partition, offset) of each message, in order.
+    """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
     await producer.start()
+    placed: list[tuple[str, int, int]] = []
     try:
         for item in events:
             if isinstance(item, tuple):
@@ -161,9 +175,11 @@ async def produce(
             else:
                 logical = TOPIC_BY_EVENT_TYPE[item["type"]]
                 key, value = item["customer_id"], orjson.dumps(item)
-            await producer.send_and_wait(topics[logical], key=key.encode(), value=value)
+            meta = await producer.send_and_wait(topics[logical], key=key.encode(), value=value)
+            placed.append((meta.topic, meta.partition, meta.offset))
     finally:
         await producer.stop()
+    return placed
 
 
 async def consume_all(

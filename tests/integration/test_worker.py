@@ -1,0 +1,204 @@
+"""The worker against a real Kafka broker and a real Redis, end to end.
+
+Every test starts real ``creditwatch worker`` processes on its own topics and
+Redis key prefix, produces to the input topics and reads the output topics
+with ``isolation.level=read_committed``, as an outside consumer would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+from config.settings import Settings
+from creditwatch.replay import run_replay
+from creditwatch.simulate.book import BookConfig, generate_book
+from risk.engine import Engine
+from risk.redis_store import decode_state
+from streams.partitioning import partition_for
+
+pytestmark = pytest.mark.integration
+
+SERVICING = {"installment.due", "repayment.received", "repayment.failed"}
+
+
+def event(type_: str, at: str, customer: str, event_id: str, **fields: Any) -> dict[str, Any]:
+    return {"event_id": event_id, "type": type_, "customer_id": customer, "occurred_at": at,
+            **fields}
+
+
+def metric_total(port: int, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        m = re.match(rf"^{name}(\{{[^}}]*\}})? ([0-9.e+-]+)$", line)
+        if not m:
+            continue
+        if all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+def wait_until(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+if TYPE_CHECKING:
+    from conftest import Deployment
+
+
+def test_events_become_warnings_on_kafka_and_state_in_redis(deployment: Deployment) -> None:
+    dep = deployment
+    _proc, port = dep.start_worker()
+    fail = {"loan_id": "L1", "amount": "500.00", "currency": "CNY", "reason": "insufficient_funds"}
+    events = [
+        event("customer.updated", "2026-01-01T00:00:00+00:00", "C1", "i1", timezone="UTC"),
+        event("installment.due", "2026-01-05T00:00:00+00:00", "C1", "i2", loan_id="L1",
+              installment_no=1, due_date="2026-01-10", amount_due="500.00", currency="CNY"),
+        event("repayment.failed", "2026-01-10T09:00:00+00:00", "C1", "i3", **fail),
+        event("repayment.failed", "2026-01-13T09:00:00+00:00", "C1", "i4", **fail),
+        event("repayment.received", "2026-03-01T09:00:00+00:00", "C1", "i5", loan_id="L1",
+              amount="100.00", currency="CNY"),
+    ]
+    dep.produce(events)
+    alerts = dep.consume("risk_alerts", expect=4)
+    codes = Counter(a["code"] for a in alerts)
+    assert codes == Counter(
+        {"repeated_failed_collections": 1, "dpd_1": 1, "dpd_30": 1, "loan_class_change": 1}
+    )
+    assert all(a["customer_id"] == "C1" and a["status"] == "firing" for a in alerts)
+    assert len({a["alert_id"] for a in alerts}) == len(alerts)
+
+    blob = dep.redis().get(f"{dep.prefix}:c:C1")
+    assert blob is not None
+    state = decode_state(blob)
+    loan = state.loans["L1"]
+    assert loan.dpd_seen == 50  # 2026-01-10 to 2026-03-01
+    assert loan.loan_class == "special_mention"
+    assert str(loan.total_repaid) == "100.00"
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/customers/C1/risk", timeout=5) as r:
+        risk = json.loads(r.read())
+    assert risk["max_dpd"] == 50 and risk["loan_class"] == "special_mention"
+    assert metric_total(port, "creditwatch_events_total", outcome="applied") == 5
+    tasks = dep.consume("collections_tasks", expect=3)
+    assert [t["stage"] for t in sorted(tasks, key=lambda t: t["dpd"])] == [
+        "reminder", "call", "visit"]
+
+
+def test_malformed_messages_go_to_the_dead_letter_topic_with_offsets(
+    deployment: Deployment,
+) -> None:
+    dep = deployment
+    dep.start_worker()
+    good = event("transaction.posted", "2026-01-01T10:00:00+00:00", "C9", "ok-1",
+                 account_id="A1", amount="12.50", currency="CNY", direction="debit",
+                 channel="card")
+    negative = {**good, "event_id": "neg-1", "amount": "-5.00"}
+    raw = [
+        ("transactions", "C9", b"this is not json"),
+        ("transactions", "C9", b"[1, 2, 3]"),
+        ("transactions", "C9", orjson.dumps(negative)),
+        ("repayments", "C9", orjson.dumps({**good, "type": "no.such.type"})),
+        ("transactions", "C9", orjson.dumps(good)),
+    ]
+    placed = dep.produce(raw)
+    letters = dep.consume("dead_letter", expect=4)
+    assert len(letters) == 4
+    got = {(d["source_topic"], d["source_partition"], d["source_offset"]): d for d in letters}
+    assert set(got) == set(placed[:4])
+    by_reason = {d["reason"] for d in letters}
+    assert by_reason == {"not_json", "not_object", "invalid_value", "unknown_type"}
+    neg = got[placed[2]]
+    assert "amount" in neg["error"] and neg["event_id"] == "neg-1"
+    assert neg["original"] == orjson.dumps(negative).decode()
+    # the valid event after the bad ones was still processed
+    wait_until(lambda: dep.redis().get(f"{dep.prefix}:c:C9") is not None, what="C9 state")
+
+
+def test_the_same_event_twice_changes_state_once(deployment: Deployment) -> None:
+    dep = deployment
+    _proc, port = dep.start_worker()
+    pay = event("repayment.received", "2026-01-02T00:00:00+00:00", "C5", "pay-1",
+                loan_id="L5", amount="250.00", currency="CNY")
+    dep.produce([pay, pay])
+    wait_until(lambda: metric_total(port, "creditwatch_events_total") >= 2, what="2 events")
+    state = decode_state(dep.redis().get(f"{dep.prefix}:c:C5"))
+    assert str(state.loans["L5"].total_repaid) == "250.00"
+    assert metric_total(port, "creditwatch_events_total", outcome="duplicate") == 1
+
+
+def servicing_book(tmp: Path, partitions: int) -> tuple[list[dict[str, Any]], Path]:
+    """A simulated book's servicing feed, closed by one event per shard at the end.
+
+    The closing events move every shard's watermark to the same instant, the
+    instant replay advances everyone to, so both must end in the same state.
+    """
+    book = generate_book(BookConfig(seed=11, customers=40, months=5))
+    events = [e for e in book if e["type"] in SERVICING]
+    end = max(e["occurred_at"] for e in events)
+    for shard in range(partitions):
+        customer = next(f"Z{i}" for i in range(10_000) if partition_for(f"Z{i}", partitions) == shard)
+        events.append(event("installment.due", end, customer, f"close-{shard}", loan_id="LZ",
+                            installment_no=1, due_date=end[:10], amount_due="1.00",
+                            currency="CNY"))
+    path = tmp / "servicing.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    return events, path
+
+
+def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
+    deployment: Deployment,
+) -> None:
+    dep = deployment
+    events, path = servicing_book(dep.tmp, partitions=2)
+    replay_dir = dep.tmp / "replay"
+    summary = asyncio.run(run_replay(path, replay_dir, Settings()))
+    expected_alerts = [orjson.loads(x) for x in (replay_dir / "alerts.jsonl").read_bytes().splitlines()]
+    expected_state = {
+        s["customer_id"]: s
+        for s in map(orjson.loads, (replay_dir / "state.jsonl").read_bytes().splitlines())
+    }
+    assert summary.applied == len(events) and expected_alerts
+
+    proc, port = dep.start_worker()
+    dep.produce(events)
+    wait_until(lambda: metric_total(port, "creditwatch_events_total") >= len(events) * 0.4,
+               what="40% of the stream")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _proc2, port2 = dep.start_worker()
+
+    alerts = dep.consume("risk_alerts", expect=len(expected_alerts), timeout=180)
+    ids = [a["alert_id"] for a in alerts]
+    assert len(ids) == len(set(ids)), "an alert was published twice"
+    key = lambda a: (a["alert_id"], a["code"], a["triggered_at"], a["risk_score"])  # noqa: E731
+    assert sorted(map(key, alerts)) == sorted(map(key, expected_alerts))
+
+    redis = dep.redis()
+    engine = Engine(Settings())
+    wait_until(lambda: redis.xlen(f"{dep.prefix}:ob:0") + redis.xlen(f"{dep.prefix}:ob:1") == 0,
+               what="empty outbox")
+    for customer_id, expected in expected_state.items():
+        blob = redis.get(f"{dep.prefix}:c:{customer_id}")
+        assert blob is not None, customer_id
+        got = orjson.loads(orjson.dumps(engine.summary(decode_state(blob)).model_dump(mode="json")))
+        assert got == expected, customer_id
