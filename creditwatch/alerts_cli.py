@@ -41,7 +41,11 @@ async def read_alerts(settings: Settings) -> list[dict[str, Any]]:
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         alerts: list[dict[str, Any]] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
             batch = await consumer.getmany(*tps, timeout_ms=1000)
             for records in batch.values():
                 alerts.extend(orjson.loads(r.value) for r in records)
@@ -53,7 +57,7 @@ async def read_alerts(settings: Settings) -> list[dict[str, Any]]:
 
 async def show(settings: Settings, *, limit: int, as_json: bool) -> int:
     alerts = await read_alerts(settings)
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     if as_json:
         for alert in alerts[-limit:]:
             console.print_json(orjson.dumps(alert).decode())

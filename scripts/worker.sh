@@ -8,7 +8,13 @@ PIDFILE="$RUN_DIR/worker.pid"
 LOG="$RUN_DIR/worker.log"
 PORT="${CREDITWATCH_HTTP_PORT:-6066}"
 
-running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+running() {
+  [ -f "$PIDFILE" ] || return 1
+  local pid; pid="$(cat "$PIDFILE")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  # an exited process nobody reaped still answers kill -0: it is not running
+  ! grep -q "^State:[[:space:]]*Z" "/proc/$pid/status" 2>/dev/null
+}
 
 start() {
   if running; then echo "worker.sh: already running (pid $(cat "$PIDFILE"))"; return 0; fi

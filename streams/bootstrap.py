@@ -131,12 +131,28 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
     return app, runtime
 
 
+async def _ensure_topics_with_retry(settings: Settings, timeout: float = 300.0) -> list[str]:
+    """Kafka may still be starting (or briefly down): keep trying, then fail clearly."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    backoff = 0.5
+    while True:
+        try:
+            return await ensure_topics(settings)
+        except Exception as exc:  # retried until the deadline, then re-raised
+            if loop.time() + backoff > deadline:
+                raise
+            log.warning("Kafka not reachable yet (%s); retrying in %.1fs", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+
 def run_worker(settings: Settings) -> int:
     """Create the topics, then run the worker until SIGTERM/SIGINT."""
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    created = asyncio.run(ensure_topics(settings))
+    created = asyncio.run(_ensure_topics_with_retry(settings))
     if created:
         log.info("created topics: %s", ", ".join(created))
     app, _runtime = build_worker(settings)
