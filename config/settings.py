@@ -190,6 +190,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     data_dir: str = ".run/worker"
     dpd_tick_seconds: float = Field(default=3600.0, gt=0)
+    # "event": arrears age with the servicing feed's event time (replayable,
+    # the default). "wall": the tick also ages them with the wall clock, for a
+    # live deployment whose servicing feed can fall silent for days.
+    dpd_clock: Literal["event", "wall"] = "event"
     commit_interval_seconds: float = Field(default=1.0, gt=0)
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()

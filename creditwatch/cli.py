@@ -44,6 +44,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"creditwatch replay: no such file: {events}", file=sys.stderr)
         return 2
 
+    if args.redis and args.redis_prefix == settings.redis.key_prefix:
+        print(
+            f"creditwatch replay: --redis-prefix {args.redis_prefix!r} is the worker's key "
+            "prefix; replay empties its prefix, choose another",
+            file=sys.stderr,
+        )
+        return 2
+
     async def go() -> int:
         store = None
         redis = None
@@ -52,7 +60,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
             cfg = settings.redis.model_copy(update={"url": args.redis})
             redis = redis_client(cfg)
-            store = redis_store(settings, redis)
+            # Replay owns its key prefix (never the worker's): it starts empty so a
+            # replay is judged on the file alone, as with the memory store.
+            replay_settings = settings.model_copy(
+                update={"redis": cfg.model_copy(update={"key_prefix": args.redis_prefix})}
+            )
+            store = redis_store(replay_settings, redis)
+            await store.clear()
         try:
             summary = await run_replay(events, Path(args.out), settings, store=store)
         finally:
@@ -105,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("events", help="JSON lines file, one input event per line")
     replay.add_argument("--out", required=True, help="directory for the output files")
     replay.add_argument("--redis", help="keep state in Redis at this URL instead of memory")
+    replay.add_argument(
+        "--redis-prefix",
+        default="cwreplay",
+        help="key prefix replay owns in that Redis; emptied at start (default: cwreplay)",
+    )
     replay.set_defaults(func=_cmd_replay)
 
     from creditwatch.simulate.cli import add_parser as add_simulate

@@ -311,7 +311,7 @@ class Engine:
                 out,
                 code=f"dpd_{dpd_mark}",
                 severity=DPD_SEVERITY.get(dpd_mark, "high"),
-                title=f"Loan {loan.loan_id} is {dpd_mark} day{'' if dpd_mark == 1 else 's'} past due",
+                title=f"Loan {loan.loan_id} is {_days(dpd_mark)} past due",
                 loan=loan,
                 at=at,
                 evidence=evidence,
@@ -526,7 +526,9 @@ class Engine:
                 },
             )
 
-    def _on_loan_opened(self, st: CustomerState, ev: LoanOpened, now: datetime, out: Outcome) -> None:
+    def _on_loan_opened(
+        self, st: CustomerState, ev: LoanOpened, now: datetime, out: Outcome
+    ) -> None:
         loan = self._loan(st, ev.loan_id, ev.currency)
         loan.principal = ev.principal
         loan.product = ev.product
@@ -538,7 +540,9 @@ class Engine:
     ) -> None:
         self._loan(st, ev.loan_id, st.currency or "XXX").restructured = True
 
-    def _on_loan_closed(self, st: CustomerState, ev: LoanClosed, now: datetime, out: Outcome) -> None:
+    def _on_loan_closed(
+        self, st: CustomerState, ev: LoanClosed, now: datetime, out: Outcome
+    ) -> None:
         loan = self._loan(st, ev.loan_id, st.currency or "XXX")
         loan.status = "closed"
         loan.dpd_seen = 0
@@ -581,7 +585,9 @@ class Engine:
         if not relations:
             st.links.pop(ev.related_customer_id, None)
 
-    def _on_default(self, st: CustomerState, ev: OutcomeDefault, now: datetime, out: Outcome) -> None:
+    def _on_default(
+        self, st: CustomerState, ev: OutcomeDefault, now: datetime, out: Outcome
+    ) -> None:
         if st.defaulted_at is None:
             st.defaulted_at = ev.occurred_at
         st.bump("defaults")
@@ -591,8 +597,14 @@ class Engine:
     ) -> None:
         st.bump("fraud_confirmed")
 
-    def _on_feedback(self, st: CustomerState, ev: AlertFeedback, now: datetime, out: Outcome) -> None:
+    def _on_feedback(
+        self, st: CustomerState, ev: AlertFeedback, now: datetime, out: Outcome
+    ) -> None:
         st.bump(f"feedback_{ev.verdict}")
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
 
 
 CLOCK_EVENTS = frozenset({"installment.due", "repayment.received", "repayment.failed"})

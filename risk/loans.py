@@ -141,9 +141,7 @@ class Loan:
         """What is past due and unpaid as of ``as_of``."""
         if self.status == "closed":
             return ZERO
-        return sum(
-            (i.remaining for i in self.installments if i.due_date < as_of), start=ZERO
-        )
+        return sum((i.remaining for i in self.installments if i.due_date < as_of), start=ZERO)
 
     @property
     def outstanding_principal(self) -> Decimal:

@@ -105,10 +105,10 @@ class Processor:
         customer_id: str = event.customer_id  # type: ignore[attr-defined]
         event_id: str = event.event_id  # type: ignore[attr-defined]
         async with self._locks.hold(customer_id):
-            if await self.store.applied(event_id):
+            seen, state = await self.store.load_unless_applied(customer_id, event_id)
+            if seen:
                 self.metrics.events.labels(source.topic, "duplicate").inc()
                 return Result("duplicate", event)
-            state = await self.store.load(customer_id)
             state, out = self.engine.apply(state, event)
             committed = await self.store.commit(
                 event_id, state, outcome_records(out), shard=self.shard_of(customer_id)

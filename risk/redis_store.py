@@ -111,6 +111,18 @@ class RedisStateStore:
     async def applied(self, marker: str) -> bool:
         return bool(await self.redis.exists(self.marker_key(marker)))
 
+    async def load_unless_applied(
+        self, customer_id: str, marker: str
+    ) -> tuple[bool, CustomerState | None]:
+        """The marker check and the state read in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(self.marker_key(marker))
+            pipe.get(self.state_key(customer_id))
+            seen, blob = await pipe.execute()
+        if seen:
+            return True, None
+        return False, decode_state(blob) if blob is not None else None
+
     async def commit(
         self,
         marker: str | None,
@@ -174,6 +186,19 @@ class RedisStateStore:
             async for k in self.redis.scan_iter(match=f"{prefix}*", count=1000)
         ]
         return sorted(ids)
+
+    async def clear(self) -> int:
+        """Delete every key under this store's prefix (replay's own namespace only)."""
+        deleted = 0
+        batch: list[bytes | str] = []
+        async for key in self.redis.scan_iter(match=f"{self.prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += await self.redis.delete(*batch)
+                batch = []
+        if batch:
+            deleted += await self.redis.delete(*batch)
+        return deleted
 
     # -- reading for people ---------------------------------------------------
 

@@ -45,6 +45,10 @@ class StateStore(Protocol):
 
     async def applied(self, marker: str) -> bool: ...
 
+    async def load_unless_applied(
+        self, customer_id: str, marker: str
+    ) -> tuple[bool, CustomerState | None]: ...
+
     async def commit(
         self,
         marker: str | None,
@@ -76,6 +80,13 @@ class MemoryStateStore:
 
     async def applied(self, marker: str) -> bool:
         return marker in self.markers
+
+    async def load_unless_applied(
+        self, customer_id: str, marker: str
+    ) -> tuple[bool, CustomerState | None]:
+        if marker in self.markers:
+            return True, None
+        return False, self.states.get(customer_id)
 
     async def commit(
         self,

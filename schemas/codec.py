@@ -24,7 +24,7 @@ strings, as the contract suggests, never pay for the second read.
 ... )
 >>> event.amount
 Decimal('1250.10')
->>> encode_event(event)[-35:]
+>>> encode_event(event)[-36:]
 b'"amount":"1250.10","currency":"CNY"}'
 >>> try:
 ...     decode_event(b'{"event_id":"e-2","type":"foo.bar"}')

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 
 from schemas.types import (
     Balance,
@@ -87,6 +87,17 @@ Segment: TypeAlias = Literal["retail", "sme", "corporate"]
 Verdict: TypeAlias = Literal["true_positive", "false_positive"]
 
 InstallmentNo = Annotated[StrictInt, Field(ge=1)]
+
+
+def _none_as_empty(value: object) -> object:
+    return () if value is None else value
+
+
+CustomerIds = Annotated[
+    tuple[CustomerId, ...],
+    BeforeValidator(_none_as_empty, json_schema_input_type=list[CustomerId] | None),
+]
+"""A list of customer ids; ``null`` on the wire means none."""
 
 
 def _schema_extra(schema: dict[str, Any], model: type[BaseModel]) -> None:
@@ -169,7 +180,7 @@ class LoanOpened(BaseEvent):
     term_months: Annotated[StrictInt, Field(ge=1)]
     annual_rate: Rate
     purpose: str | None = None
-    guarantor_ids: tuple[CustomerId, ...] = ()
+    guarantor_ids: CustomerIds = ()
 
 
 class LoanRestructured(BaseEvent):

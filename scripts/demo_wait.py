@@ -20,7 +20,7 @@ import orjson
 from config.settings import load_settings
 from creditwatch.simulate.publish import publish_events
 
-EVENTS = re.compile(r'^creditwatch_events_total\{[^}]*\} ([0-9.e+]+)$', re.M)
+EVENTS = re.compile(r"^creditwatch_events_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 OUTBOX = re.compile(r"^creditwatch_outbox_depth ([0-9.e+]+)$", re.M)
 
 

@@ -17,8 +17,9 @@ from streams.runtime import WorkerRuntime
 
 
 def _agent_for(app: faust.App, logical: str, topic_name: str, runtime: WorkerRuntime) -> Any:
-    topic = app.topic(topic_name, key_type=bytes, value_type=bytes, value_serializer="raw",
-                      key_serializer="raw")
+    topic = app.topic(
+        topic_name, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
+    )
 
     async def consume(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():

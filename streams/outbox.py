@@ -15,6 +15,7 @@ transactions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -181,7 +182,5 @@ class OutboxPublisher:
                 continue
             if sent < self.batch_size:
                 self.wakeup.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), timeout=self.idle_wait * 20)
-                except TimeoutError:
-                    pass

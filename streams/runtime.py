@@ -75,7 +75,8 @@ class WorkerRuntime:
         if not self.assigned:
             return 0
         assigned = set(self.assigned)
-        out = await self.processor.tick(owns=lambda c: self.shard_of(c) in assigned)
+        to = datetime.now(UTC) if self.settings.dpd_clock == "wall" else None
+        out = await self.processor.tick(to, owns=lambda c: self.shard_of(c) in assigned)
         for shard in assigned:
             self.wake(shard)
         return len(out.alerts)

@@ -17,7 +17,7 @@ How it is built:
   events do not depend on anybody else's draws). Its actions sit in a heap
   keyed by time; an action only ever schedules into its own future, so a
   customer's events come out in time order while only a few days of pending
-  actions are held (spending is scheduled one local day at a time).
+  actions are held (spending is scheduled one local week at a time).
 * ``iter_book`` merges the customers' lazy streams with ``heapq.merge`` on
   (instant, customer number, per-customer sequence) and numbers the events
   as it goes, so ``event_id`` ("sim-7-0000123") is the position in the book.
@@ -62,6 +62,7 @@ Conventions (documented because consumers rely on them):
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import itertools
@@ -289,6 +290,35 @@ _ONLINE_MCC: tuple[tuple[str, float, float], ...] = (
     ("4899", 15, 120),  # streaming / cable
 )
 _ONLINE_WEIGHTS = (60, 30, 10)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sampler:
+    """A weighted MCC table prepared once: ``random.choices`` per draw is too slow here."""
+
+    mccs: tuple[str, ...]
+    log_ranges: tuple[tuple[float, float], ...]  # (log low, log high - log low)
+    cumulative: tuple[float, ...]  # cumulative weights normalised to 1
+
+    @classmethod
+    def of(cls, table: tuple[tuple[str, float, float], ...], weights: tuple[int, ...]) -> _Sampler:
+        total = sum(weights)
+        return cls(
+            mccs=tuple(mcc for mcc, _, _ in table),
+            log_ranges=tuple((math.log(lo), math.log(hi) - math.log(lo)) for _, lo, hi in table),
+            cumulative=tuple(itertools.accumulate(w / total for w in weights)),
+        )
+
+    def draw(self, rng: random.Random) -> tuple[str, float]:
+        """An MCC and a log-uniform CNY amount within its range."""
+        i = min(bisect.bisect(self.cumulative, rng.random()), len(self.mccs) - 1)
+        base, span = self.log_ranges[i]
+        return self.mccs[i], math.exp(base + span * rng.random())
+
+
+_CARD = _Sampler.of(_CARD_MCC, _CARD_WEIGHTS)
+_SME_CARD = _Sampler.of(_SME_CARD_MCC, _SME_CARD_WEIGHTS)
+_ONLINE = _Sampler.of(_ONLINE_MCC, _ONLINE_WEIGHTS)
 
 # product: (weight for a first retail loan, rate range in 1/10000, terms, purposes)
 _PRODUCTS: dict[str, tuple[tuple[int, int], tuple[int, ...], tuple[str, ...]]] = {
@@ -855,7 +885,7 @@ class _CustomerSim:
         self.card_rate = (card_rate * 7, card_rate * 7 * 0.6)
         self.atm_p = (cfg.atm_per_month * 7 / 30, cfg.atm_per_month * 7 / 30 * 2.5)
         self.online_p = cfg.online_per_month * 7 / 30
-        self.card_table = (_SME_CARD_MCC, _SME_CARD_WEIGHTS) if sme else (_CARD_MCC, _CARD_WEIGHTS)
+        self.card_sampler = _SME_CARD if sme else _CARD
         self.foreign = [c for c in _FOREIGN if c != self.country]
         self.atm_step = (100 if self.scale == 1.0 else 20) * 100
 
@@ -863,49 +893,39 @@ class _CustomerSim:
         """Schedule one local week of everyday spending, then the next week.
 
         A week at a time rather than a day keeps the per-customer overhead low
-        while still holding only a few days of pending postings.
+        while holding at most a week of pending postings.
         """
         first, midnight = data
         rng = self.rng
+        rand = rng.random
+        txn = self._txn
         end = self.end_ts
         midnights = [midnight] + [self._midnight(first + _DAYS[i]) for i in range(1, 8)]
         troubled = midnight >= self.salary_stop_ts
-        table, weights = self.card_table
+        sampler = self.card_sampler
+        factor = self.spend_factor * self.scale * 100
+        home = self.country
         for _ in range(_poisson(rng, self.card_rate[troubled])):
-            mcc, lo, hi = rng.choices(table, weights=weights)[0]
-            country = self.country if rng.random() < 0.97 else rng.choice(self.foreign)
-            at = midnights[rng.randrange(7)] + rng.randint(8 * _HOUR, 22 * _HOUR + 1800)
-            self._txn(
-                at,
-                self._cents(_log_uniform(rng, lo, hi) * self.spend_factor),
-                "debit",
-                "card",
-                mcc=mcc,
-                country=country,
-            )
+            mcc, cny = sampler.draw(rng)
+            country = home if rand() < 0.97 else self.foreign[int(rand() * len(self.foreign))]
+            at = midnights[int(rand() * 7)] + 8 * _HOUR + int(rand() * (14.5 * _HOUR))
+            txn(at, max(100, round(cny * factor)), "debit", "card", mcc=mcc, country=country)
         for _ in range(_poisson(rng, self.atm_p[troubled])):
-            notes = rng.randint(1, 20) * (2 if troubled else 1)
-            channel = "atm" if rng.random() < 0.85 else "cash"
-            at = midnights[rng.randrange(7)] + rng.randint(7 * _HOUR, 23 * _HOUR)
-            self._txn(
+            notes = (1 + int(rand() * 20)) * (2 if troubled else 1)
+            channel = "atm" if rand() < 0.85 else "cash"
+            at = midnights[int(rand() * 7)] + 7 * _HOUR + int(rand() * (16 * _HOUR))
+            txn(
                 at,
                 notes * self.atm_step,
                 "debit",
                 channel,
                 mcc="6011" if channel == "atm" else None,
-                country=self.country,
+                country=home,
             )
         for _ in range(_poisson(rng, self.online_p)):
-            mcc, lo, hi = rng.choices(_ONLINE_MCC, weights=_ONLINE_WEIGHTS)[0]
-            at = midnights[rng.randrange(7)] + rng.randint(0, _DAY - 1)
-            self._txn(
-                at,
-                self._cents(_log_uniform(rng, lo, hi) * self.spend_factor),
-                "debit",
-                "online",
-                mcc=mcc,
-                country=self.country,
-            )
+            mcc, cny = _ONLINE.draw(rng)
+            at = midnights[int(rand() * 7)] + int(rand() * _DAY)
+            txn(at, max(100, round(cny * factor)), "debit", "online", mcc=mcc, country=home)
         if midnights[7] < end:
             heapq.heappush(
                 self.heap,

@@ -84,9 +84,9 @@ async def publish_events(
     log.info(
         "publishing to %s (%s)", settings.kafka.bootstrap_servers, settings.kafka.security_protocol
     )
-    await producer.start()
     sent = 0
     try:
+        await producer.start()  # inside the try: a failed start must still close the client
         pending: list[asyncio.Future[Any]] = []
         for event in events:
             pending.append(

@@ -20,7 +20,10 @@ pytestmark = pytest.mark.e2e
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "creditwatch", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     return proc
@@ -34,8 +37,9 @@ def lines(path: Path) -> list[dict[str, Any]]:
 def book(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     tmp = tmp_path_factory.mktemp("book")
     events, truth = tmp / "events.jsonl", tmp / "truth.json"
-    cli("simulate", "--customers", "120", "--seed", "3", "--out", str(events),
-        "--truth", str(truth))
+    cli(
+        "simulate", "--customers", "120", "--seed", "3", "--out", str(events), "--truth", str(truth)
+    )
     return events, json.loads(truth.read_text())
 
 
@@ -48,8 +52,14 @@ def replayed(book: tuple[Path, dict[str, str]], tmp_path_factory: pytest.TempPat
 
 
 def test_replay_writes_every_output_file(replayed: Path, book: tuple[Path, dict[str, str]]) -> None:
-    for name in ("alerts.jsonl", "collections-tasks.jsonl", "dead-letter.jsonl", "state.jsonl",
-                 "scores.jsonl", "report.html"):
+    for name in (
+        "alerts.jsonl",
+        "collections-tasks.jsonl",
+        "dead-letter.jsonl",
+        "state.jsonl",
+        "scores.jsonl",
+        "report.html",
+    ):
         assert (replayed / name).exists(), name
     events = lines(book[0])
     assert len(lines(replayed / "scores.jsonl")) == len(events)
@@ -93,8 +103,9 @@ def test_warnings_match_the_simulated_behaviour(
     assert all(states[c]["loan_class"] == "loss" for c in written_off)
 
 
-def test_replay_is_deterministic(book: tuple[Path, dict[str, str]], replayed: Path,
-                                 tmp_path: Path) -> None:
+def test_replay_is_deterministic(
+    book: tuple[Path, dict[str, str]], replayed: Path, tmp_path: Path
+) -> None:
     cli("replay", str(book[0]), "--out", str(tmp_path))
     for name in ("alerts.jsonl", "collections-tasks.jsonl", "state.jsonl"):
         assert (tmp_path / name).read_bytes() == (replayed / name).read_bytes(), name

@@ -183,7 +183,11 @@ async def produce(
 
 
 async def consume_all(
-    bootstrap: str, topic: str, *, expect: int | None = None, settle: float = 3.0,
+    bootstrap: str,
+    topic: str,
+    *,
+    expect: int | None = None,
+    settle: float = 3.0,
     timeout: float = 60.0,
 ) -> list[dict[str, Any]]:
     """Read a topic from the beginning with read_committed until quiet (or ``expect`` seen)."""

@@ -33,8 +33,13 @@ SERVICING = {"installment.due", "repayment.received", "repayment.failed"}
 
 
 def event(type_: str, at: str, customer: str, event_id: str, **fields: Any) -> dict[str, Any]:
-    return {"event_id": event_id, "type": type_, "customer_id": customer, "occurred_at": at,
-            **fields}
+    return {
+        "event_id": event_id,
+        "type": type_,
+        "customer_id": customer,
+        "occurred_at": at,
+        **fields,
+    }
 
 
 def metric_total(port: int, name: str, **labels: str) -> float:
@@ -71,12 +76,28 @@ def test_events_become_warnings_on_kafka_and_state_in_redis(deployment: Deployme
     fail = {"loan_id": "L1", "amount": "500.00", "currency": "CNY", "reason": "insufficient_funds"}
     events = [
         event("customer.updated", "2026-01-01T00:00:00+00:00", "C1", "i1", timezone="UTC"),
-        event("installment.due", "2026-01-05T00:00:00+00:00", "C1", "i2", loan_id="L1",
-              installment_no=1, due_date="2026-01-10", amount_due="500.00", currency="CNY"),
+        event(
+            "installment.due",
+            "2026-01-05T00:00:00+00:00",
+            "C1",
+            "i2",
+            loan_id="L1",
+            installment_no=1,
+            due_date="2026-01-10",
+            amount_due="500.00",
+            currency="CNY",
+        ),
         event("repayment.failed", "2026-01-10T09:00:00+00:00", "C1", "i3", **fail),
         event("repayment.failed", "2026-01-13T09:00:00+00:00", "C1", "i4", **fail),
-        event("repayment.received", "2026-03-01T09:00:00+00:00", "C1", "i5", loan_id="L1",
-              amount="100.00", currency="CNY"),
+        event(
+            "repayment.received",
+            "2026-03-01T09:00:00+00:00",
+            "C1",
+            "i5",
+            loan_id="L1",
+            amount="100.00",
+            currency="CNY",
+        ),
     ]
     dep.produce(events)
     alerts = dep.consume("risk_alerts", expect=4)
@@ -101,7 +122,10 @@ def test_events_become_warnings_on_kafka_and_state_in_redis(deployment: Deployme
     assert metric_total(port, "creditwatch_events_total", outcome="applied") == 5
     tasks = dep.consume("collections_tasks", expect=3)
     assert [t["stage"] for t in sorted(tasks, key=lambda t: t["dpd"])] == [
-        "reminder", "call", "visit"]
+        "reminder",
+        "call",
+        "visit",
+    ]
 
 
 def test_malformed_messages_go_to_the_dead_letter_topic_with_offsets(
@@ -109,9 +133,17 @@ def test_malformed_messages_go_to_the_dead_letter_topic_with_offsets(
 ) -> None:
     dep = deployment
     dep.start_worker()
-    good = event("transaction.posted", "2026-01-01T10:00:00+00:00", "C9", "ok-1",
-                 account_id="A1", amount="12.50", currency="CNY", direction="debit",
-                 channel="card")
+    good = event(
+        "transaction.posted",
+        "2026-01-01T10:00:00+00:00",
+        "C9",
+        "ok-1",
+        account_id="A1",
+        amount="12.50",
+        currency="CNY",
+        direction="debit",
+        channel="card",
+    )
     negative = {**good, "event_id": "neg-1", "amount": "-5.00"}
     raw = [
         ("transactions", "C9", b"this is not json"),
@@ -137,8 +169,15 @@ def test_malformed_messages_go_to_the_dead_letter_topic_with_offsets(
 def test_the_same_event_twice_changes_state_once(deployment: Deployment) -> None:
     dep = deployment
     _proc, port = dep.start_worker()
-    pay = event("repayment.received", "2026-01-02T00:00:00+00:00", "C5", "pay-1",
-                loan_id="L5", amount="250.00", currency="CNY")
+    pay = event(
+        "repayment.received",
+        "2026-01-02T00:00:00+00:00",
+        "C5",
+        "pay-1",
+        loan_id="L5",
+        amount="250.00",
+        currency="CNY",
+    )
     dep.produce([pay, pay])
     wait_until(lambda: metric_total(port, "creditwatch_events_total") >= 2, what="2 events")
     state = decode_state(dep.redis().get(f"{dep.prefix}:c:C5"))
@@ -156,10 +195,22 @@ def servicing_book(tmp: Path, partitions: int) -> tuple[list[dict[str, Any]], Pa
     events = [e for e in book if e["type"] in SERVICING]
     end = max(e["occurred_at"] for e in events)
     for shard in range(partitions):
-        customer = next(f"Z{i}" for i in range(10_000) if partition_for(f"Z{i}", partitions) == shard)
-        events.append(event("installment.due", end, customer, f"close-{shard}", loan_id="LZ",
-                            installment_no=1, due_date=end[:10], amount_due="1.00",
-                            currency="CNY"))
+        customer = next(
+            f"Z{i}" for i in range(10_000) if partition_for(f"Z{i}", partitions) == shard
+        )
+        events.append(
+            event(
+                "installment.due",
+                end,
+                customer,
+                f"close-{shard}",
+                loan_id="LZ",
+                installment_no=1,
+                due_date=end[:10],
+                amount_due="1.00",
+                currency="CNY",
+            )
+        )
     path = tmp / "servicing.jsonl"
     path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
     return events, path
@@ -172,7 +223,9 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
     events, path = servicing_book(dep.tmp, partitions=2)
     replay_dir = dep.tmp / "replay"
     summary = asyncio.run(run_replay(path, replay_dir, Settings()))
-    expected_alerts = [orjson.loads(x) for x in (replay_dir / "alerts.jsonl").read_bytes().splitlines()]
+    expected_alerts = [
+        orjson.loads(x) for x in (replay_dir / "alerts.jsonl").read_bytes().splitlines()
+    ]
     expected_state = {
         s["customer_id"]: s
         for s in map(orjson.loads, (replay_dir / "state.jsonl").read_bytes().splitlines())
@@ -181,11 +234,13 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
 
     proc, port = dep.start_worker()
     dep.produce(events)
-    wait_until(lambda: metric_total(port, "creditwatch_events_total") >= len(events) * 0.4,
-               what="40% of the stream")
+    wait_until(
+        lambda: metric_total(port, "creditwatch_events_total") >= len(events) * 0.4,
+        what="40% of the stream",
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    _proc2, port2 = dep.start_worker()
+    _proc2, _port2 = dep.start_worker()
 
     alerts = dep.consume("risk_alerts", expect=len(expected_alerts), timeout=180)
     ids = [a["alert_id"] for a in alerts]
@@ -195,10 +250,55 @@ def test_sigkill_mid_stream_then_restart_equals_an_uninterrupted_run(
 
     redis = dep.redis()
     engine = Engine(Settings())
-    wait_until(lambda: redis.xlen(f"{dep.prefix}:ob:0") + redis.xlen(f"{dep.prefix}:ob:1") == 0,
-               what="empty outbox")
+    wait_until(
+        lambda: redis.xlen(f"{dep.prefix}:ob:0") + redis.xlen(f"{dep.prefix}:ob:1") == 0,
+        what="empty outbox",
+    )
     for customer_id, expected in expected_state.items():
         blob = redis.get(f"{dep.prefix}:c:{customer_id}")
         assert blob is not None, customer_id
         got = orjson.loads(orjson.dumps(engine.summary(decode_state(blob)).model_dump(mode="json")))
         assert got == expected, customer_id
+
+
+def test_graceful_shutdown_commits_and_a_restart_does_not_reprocess(
+    deployment: Deployment,
+) -> None:
+    dep = deployment
+    proc, port = dep.start_worker()
+    first = [
+        event(
+            "repayment.received",
+            f"2026-01-0{i}T00:00:00+00:00",
+            "C7",
+            f"g{i}",
+            loan_id="L7",
+            amount="10.00",
+            currency="CNY",
+        )
+        for i in range(1, 6)
+    ]
+    dep.produce(first)
+    wait_until(lambda: metric_total(port, "creditwatch_events_total") >= 5, what="5 events")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    _proc, port = dep.start_worker()
+    dep.produce(
+        [
+            event(
+                "repayment.received",
+                "2026-01-09T00:00:00+00:00",
+                "C7",
+                "g9",
+                loan_id="L7",
+                amount="10.00",
+                currency="CNY",
+            )
+        ]
+    )
+    wait_until(lambda: metric_total(port, "creditwatch_events_total") >= 1, what="new event")
+    time.sleep(2)
+    assert metric_total(port, "creditwatch_events_total", outcome="applied") == 1
+    assert metric_total(port, "creditwatch_events_total", outcome="duplicate") == 0
+    state = decode_state(dep.redis().get(f"{dep.prefix}:c:C7"))
+    assert str(state.loans["L7"].total_repaid) == "60.00"

@@ -25,7 +25,12 @@ def compose() -> dict[str, Any]:
 
 def test_services_are_the_documented_stack(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {
-        "kafka", "redis", "worker", "prometheus", "grafana", "mailpit"
+        "kafka",
+        "redis",
+        "worker",
+        "prometheus",
+        "grafana",
+        "mailpit",
     }
     assert compose["services"]["kafka"]["image"].startswith("apache/kafka:3.9")
     env = compose["services"]["kafka"]["environment"]
@@ -43,12 +48,15 @@ def test_worker_environment_is_valid_settings_and_matches_the_services(
     settings = Settings()
     host, port = settings.kafka.bootstrap_servers.split(":")
     assert host == "kafka"
-    assert f"PLAINTEXT://kafka:{port}" in compose["services"]["kafka"]["environment"][
-        "KAFKA_ADVERTISED_LISTENERS"
-    ]
+    assert (
+        f"PLAINTEXT://kafka:{port}"
+        in compose["services"]["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    )
     assert settings.redis.url.startswith("redis://redis:6379")
     assert settings.smtp.host == "mailpit"
-    assert any(p.endswith(f":{settings.smtp.port}") for p in compose["services"]["mailpit"]["ports"])
+    assert any(
+        p.endswith(f":{settings.smtp.port}") for p in compose["services"]["mailpit"]["ports"]
+    )
     assert any(p.endswith(f":{settings.http_port}") for p in worker["ports"])
     assert settings.http_host == "0.0.0.0"  # reachable from Prometheus' container
 
@@ -65,11 +73,12 @@ def test_prometheus_scrapes_the_worker_and_grafana_is_provisioned(
     compose: dict[str, Any],
 ) -> None:
     prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    targets = [t for job in prom["scrape_configs"] for sc in job["static_configs"]
-               for t in sc["targets"]]
+    targets = [
+        t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
+    ]
     assert f"worker:{Settings().http_port}" in targets
-    for volume in compose["services"]["grafana"]["volumes"] + compose["services"][
-        "prometheus"
-    ]["volumes"]:
+    for volume in (
+        compose["services"]["grafana"]["volumes"] + compose["services"]["prometheus"]["volumes"]
+    ):
         source = volume.split(":")[0]
         assert (ROOT / source).exists(), source

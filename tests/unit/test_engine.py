@@ -52,9 +52,9 @@ def paid(at: str, amount: str = "100.00", **kw: Any) -> Any:
     return ev("repayment.received", at, loan_id="L1", amount=amount, currency="CNY", **kw)
 
 
-def run(engine: Engine, events: list[Any], state: CustomerState | None = None) -> tuple[
-    CustomerState, Outcome
-]:
+def run(
+    engine: Engine, events: list[Any], state: CustomerState | None = None
+) -> tuple[CustomerState, Outcome]:
     total = Outcome()
     for e in events:
         state, out = engine.apply(state, e)
@@ -80,17 +80,23 @@ def test_dpd_thresholds_fire_once_each_at_the_crossing_instant() -> None:
     assert dpd[1].triggered_at == datetime(2026, 2, 9, tzinfo=UTC)
     assert [a.severity for a in dpd] == ["warning", "warning", "high", "critical"]
     assert dpd[-1].explanation["dpd"] == 90
-    assert state.loans["L1"].dpd_seen == (datetime(2026, 4, 30).date() - datetime(2026, 1, 10).date()).days
+    assert (
+        state.loans["L1"].dpd_seen
+        == (datetime(2026, 4, 30).date() - datetime(2026, 1, 10).date()).days
+    )
     again = engine.advance(state, datetime(2026, 5, 30, tzinfo=UTC))
     assert not [a for a in again.alerts if a.code.startswith("dpd_")]
 
 
 def test_crossing_uses_the_customers_local_midnight() -> None:
     engine = Engine(SETTINGS)
-    state, _ = run(engine, [
-        ev("customer.updated", "2026-01-01T00:00:00+00:00", timezone="Asia/Shanghai"),
-        due(1, "2026-01-10", at="2026-01-05T00:00:00+00:00"),
-    ])
+    state, _ = run(
+        engine,
+        [
+            ev("customer.updated", "2026-01-01T00:00:00+00:00", timezone="Asia/Shanghai"),
+            due(1, "2026-01-10", at="2026-01-05T00:00:00+00:00"),
+        ],
+    )
     out = engine.advance(state, datetime(2026, 1, 12, tzinfo=UTC))
     assert out.alerts[0].triggered_at == datetime(2026, 1, 10, 16, tzinfo=UTC)  # 00:00 +08:00
 
@@ -99,8 +105,11 @@ def test_class_migrations_follow_the_bands() -> None:
     engine = Engine(SETTINGS)
     state, _ = run(engine, [due(1, "2026-01-10")])
     out = engine.advance(state, datetime(2027, 2, 1, tzinfo=UTC))
-    moves = [(a.explanation["from"], a.explanation["to"]) for a in out.alerts
-             if a.code == "loan_class_change"]
+    moves = [
+        (a.explanation["from"], a.explanation["to"])
+        for a in out.alerts
+        if a.code == "loan_class_change"
+    ]
     assert moves == [
         ("normal", "special_mention"),
         ("special_mention", "substandard"),
@@ -128,16 +137,21 @@ def test_tick_cadence_does_not_change_the_warnings() -> None:
 
 def test_repayment_cures_and_a_new_episode_alerts_again_with_new_ids() -> None:
     engine = Engine(SETTINGS)
-    state, out = run(engine, [
-        due(1, "2026-01-10"),
-        paid("2026-01-15T09:00:00+00:00"),
-        due(2, "2026-02-10"),
-        paid("2026-02-20T09:00:00+00:00"),
-    ])
+    state, out = run(
+        engine,
+        [
+            due(1, "2026-01-10"),
+            paid("2026-01-15T09:00:00+00:00"),
+            due(2, "2026-02-10"),
+            paid("2026-02-20T09:00:00+00:00"),
+        ],
+    )
     dpd1 = [a for a in out.alerts if a.code == "dpd_1"]
     assert len(dpd1) == 2
     assert dpd1[0].alert_id != dpd1[1].alert_id
-    cured = [a for a in out.alerts if a.code == "loan_class_change" and a.explanation["to"] == "normal"]
+    cured = [
+        a for a in out.alerts if a.code == "loan_class_change" and a.explanation["to"] == "normal"
+    ]
     assert len(cured) == 2
     assert state.loans["L1"].dpd_seen == 0
     assert state.risk_tier == "premium"
@@ -155,12 +169,15 @@ def test_partial_payment_keeps_the_loan_past_due() -> None:
 def test_repeated_failed_collections_raise_one_warning() -> None:
     engine = Engine(SETTINGS)
     fail = dict(loan_id="L1", amount="100.00", currency="CNY", reason="insufficient_funds")
-    state, out = run(engine, [
-        due(1, "2026-01-10"),
-        ev("repayment.failed", "2026-01-10T08:00:00+00:00", **fail),
-        ev("repayment.failed", "2026-01-12T08:00:00+00:00", **fail),
-        ev("repayment.failed", "2026-01-14T08:00:00+00:00", **fail),
-    ])
+    state, out = run(
+        engine,
+        [
+            due(1, "2026-01-10"),
+            ev("repayment.failed", "2026-01-10T08:00:00+00:00", **fail),
+            ev("repayment.failed", "2026-01-12T08:00:00+00:00", **fail),
+            ev("repayment.failed", "2026-01-14T08:00:00+00:00", **fail),
+        ],
+    )
     assert codes(out).count("repeated_failed_collections") == 1
     alert = next(a for a in out.alerts if a.code == "repeated_failed_collections")
     assert alert.severity == "high"
@@ -170,17 +187,36 @@ def test_repeated_failed_collections_raise_one_warning() -> None:
 
 def test_written_off_is_loss_and_restructured_is_substandard() -> None:
     engine = Engine(SETTINGS)
-    state, out = run(engine, [
-        ev("loan.opened", "2026-01-01T00:00:00+00:00", loan_id="L1", product="consumer",
-           principal="10000.00", currency="CNY", term_months=12, annual_rate="0.08"),
-        ev("loan.restructured", "2026-02-01T00:00:00+00:00", loan_id="L1"),
-    ])
+    state, out = run(
+        engine,
+        [
+            ev(
+                "loan.opened",
+                "2026-01-01T00:00:00+00:00",
+                loan_id="L1",
+                product="consumer",
+                principal="10000.00",
+                currency="CNY",
+                term_months=12,
+                annual_rate="0.08",
+            ),
+            ev("loan.restructured", "2026-02-01T00:00:00+00:00", loan_id="L1"),
+        ],
+    )
     assert state.loans["L1"].loan_class == "substandard"
     change = [a for a in out.alerts if a.code == "loan_class_change"][-1]
     assert change.explanation["reason"] == "restructured"
     assert change.source == "classification"
-    state, out = engine.apply(state, ev("loan.written_off", "2026-03-01T00:00:00+00:00",
-                                         loan_id="L1", amount="9000.00", currency="CNY"))
+    state, out = engine.apply(
+        state,
+        ev(
+            "loan.written_off",
+            "2026-03-01T00:00:00+00:00",
+            loan_id="L1",
+            amount="9000.00",
+            currency="CNY",
+        ),
+    )
     assert state.loans["L1"].loan_class == "loss"
     assert state.risk_tier == "high"
     assert engine.summary(state).total_exposure == Decimal("0")
@@ -189,11 +225,18 @@ def test_written_off_is_loss_and_restructured_is_substandard() -> None:
 
 def test_collections_tasks_escalate_and_respect_quiet_hours() -> None:
     engine = Engine(SETTINGS)
-    state, _ = run(engine, [
-        ev("customer.updated", "2026-01-01T00:00:00+00:00", timezone="Europe/London",
-           contact_consent={"sms": False, "phone": True}),
-        due(1, "2026-01-10"),
-    ])
+    state, _ = run(
+        engine,
+        [
+            ev(
+                "customer.updated",
+                "2026-01-01T00:00:00+00:00",
+                timezone="Europe/London",
+                contact_consent={"sms": False, "phone": True},
+            ),
+            due(1, "2026-01-10"),
+        ],
+    )
     out = engine.advance(state, datetime(2026, 5, 1, tzinfo=UTC))
     stages = [(t.stage, t.dpd, t.channel) for t in out.tasks]
     assert stages == [
@@ -221,14 +264,26 @@ def test_lawful_contact_time() -> None:
 
 def test_state_round_trips_through_its_dict_form() -> None:
     engine = Engine(SETTINGS)
-    state, _ = run(engine, [
-        ev("customer.updated", "2026-01-01T00:00:00+00:00", segment="sme",
-           monthly_income="8000.00", currency="CNY"),
-        ev("customer.linked", "2026-01-01T00:00:00+00:00", related_customer_id="C2",
-           relation="guarantor"),
-        due(1, "2026-01-10"),
-        paid("2026-01-20T00:00:00+00:00", "30.00"),
-    ])
+    state, _ = run(
+        engine,
+        [
+            ev(
+                "customer.updated",
+                "2026-01-01T00:00:00+00:00",
+                segment="sme",
+                monthly_income="8000.00",
+                currency="CNY",
+            ),
+            ev(
+                "customer.linked",
+                "2026-01-01T00:00:00+00:00",
+                related_customer_id="C2",
+                relation="guarantor",
+            ),
+            due(1, "2026-01-10"),
+            paid("2026-01-20T00:00:00+00:00", "30.00"),
+        ],
+    )
     again = CustomerState.from_dict(state.to_dict())
     assert again == state
 

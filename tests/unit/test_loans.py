@@ -91,7 +91,9 @@ amounts = st.decimals(min_value=D("0.01"), max_value=D("500.00"), places=2)
 
 
 @given(dues=st.lists(amounts, min_size=1, max_size=8), pays=st.lists(amounts, max_size=8))
-def test_payment_order_does_not_matter_for_arrears(dues: list[Decimal], pays: list[Decimal]) -> None:
+def test_payment_order_does_not_matter_for_arrears(
+    dues: list[Decimal], pays: list[Decimal]
+) -> None:
     """Allocation is oldest-first, so only the total paid decides DPD and overdue."""
     as_of = date(2027, 1, 1)
     a = Loan(loan_id="L", currency="CNY")
