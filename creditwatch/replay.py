@@ -105,7 +105,7 @@ async def run_replay(
     outputs = _Outputs(out_dir)
     source_name = events_path.name
     try:
-        valid: list[tuple[datetime, int, Any]] = []
+        valid: list[tuple[datetime, int, Any, bytes]] = []
         with events_path.open("rb") as fh:
             for line_no, line in enumerate(fh, start=1):
                 raw = line.rstrip(b"\r\n")
@@ -118,7 +118,7 @@ async def run_replay(
                     await processor.reject(raw, err, Source(source_name, None, line_no))
                     summary.dead_letters += 1
                     continue
-                valid.append((event.occurred_at, line_no, event))
+                valid.append((event.occurred_at, line_no, event, raw))
         outputs.write(await store.drain(), summary)
         valid.sort(key=lambda item: (item[0], item[1]))
         console.print(
@@ -129,18 +129,20 @@ async def run_replay(
         last_tick: datetime | None = None
         with _progress(console) as bar:
             task = bar.add_task("replaying", total=len(valid))
-            for i, (occurred_at, line_no, event) in enumerate(valid):
+            for i, (occurred_at, line_no, event, raw) in enumerate(valid):
                 day = occurred_at.astimezone(UTC).date()
                 midnight = datetime.combine(day, time(0), tzinfo=UTC)
                 if last_tick is None or midnight > last_tick:
                     if last_tick is not None:
                         await processor.tick(midnight)
                     last_tick = midnight
-                result = await processor.apply(event, Source(source_name, None, line_no))
+                result = await processor.process(event, raw, Source(source_name, None, line_no))
                 if result.outcome == "applied":
                     summary.applied += 1
-                else:
+                elif result.outcome == "duplicate":
                     summary.duplicates += 1
+                else:
+                    summary.dead_letters += 1
                 outputs.scores.write(
                     orjson.dumps({"event_id": event.event_id, "customer_id": event.customer_id})
                     + b"\n"

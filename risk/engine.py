@@ -179,7 +179,7 @@ class Engine:
             "open_loans": sum(1 for ln in st.loans.values() if ln.status == "open"),
             "restructured_loans": sum(1 for ln in st.loans.values() if ln.restructured),
             "defaulted": st.defaulted_at is not None,
-            "as_of": st.as_of.isoformat() if st.as_of else None,
+            "as_of": st.as_of.astimezone(st.tz).isoformat() if st.as_of else None,
             **{f"count_{k}": v for k, v in sorted(st.counters.items())},
         }
 
@@ -409,7 +409,7 @@ class Engine:
                 risk_score=st.risk_score,
                 risk_tier=st.risk_tier,
                 loan_class=st.loan_class,
-                triggered_at=at,
+                triggered_at=at.astimezone(st.tz),
                 evidence_event_ids=list(evidence),
                 rule_set_version=self.rule_set_version,
                 status="firing",
@@ -442,7 +442,7 @@ class Engine:
                 priority=STAGE_PRIORITY[stage],
                 not_before=self.lawful_contact_time(st, at),
                 reason=f"loan {loan.loan_id} reached {dpd} days past due: {stage} stage",
-                created_at=at,
+                created_at=at.astimezone(st.tz),
             )
         )
 

@@ -9,17 +9,21 @@ the state they came from.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from creditwatch.metrics import Metrics
 from risk.engine import CLOCK_EVENTS, Engine, Outcome
 from risk.store import OutboxRecord, StateStore
 from schemas.codec import InvalidEvent, dead_letter, decode_event, encode
 from schemas.topics import COLLECTIONS_TASKS, DEAD_LETTER, RISK_ALERTS, RISK_STATE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +84,14 @@ class Processor:
         metrics: Metrics | None = None,
         shard_of: Callable[[str], int] = lambda _customer: 0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        transient: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError),
     ) -> None:
         self.engine = engine
         self.store = store
         self.metrics = metrics or Metrics()
         self.shard_of = shard_of
         self.clock = clock
+        self.transient = transient
         self._locks = _KeyedLocks()
 
     async def handle(self, raw: bytes, source: Source) -> Result:
@@ -96,9 +102,25 @@ class Processor:
         except InvalidEvent as err:
             await self.reject(raw, err, source)
             return Result("dead_letter")
-        result = await self.apply(event, source)
+        result = await self.process(event, raw, source)
         self.metrics.processing.observe(time.perf_counter() - started)
         return result
+
+    async def process(self, event: Any, raw: bytes, source: Source) -> Result:
+        """Apply a decoded event; one the engine cannot process goes to the dead letters."""
+        try:
+            return await self.apply(event, source)
+        except self.transient:
+            raise  # an outage: the caller retries, nothing is lost
+        except Exception as exc:  # a valid event the engine cannot process: kept, not dropped
+            log.exception(
+                "processing failed for event %s (%s); sent to the dead-letter topic",
+                event.event_id,
+                event.type,
+            )
+            failure = InvalidEvent("processing_error", f"processing failed: {type(exc).__name__}")
+            await self.reject(raw, failure, source)
+            return Result("dead_letter", event)
 
     async def apply(self, event: object, source: Source) -> Result:
         """Apply one decoded event exactly once."""

@@ -50,7 +50,13 @@ LoanClass: TypeAlias = Literal["normal", "special_mention", "substandard", "doub
 CollectionsStage: TypeAlias = Literal["reminder", "call", "visit", "legal_review"]
 ContactChannel: TypeAlias = Literal["sms", "email", "phone", "visit", "letter"]
 DeadLetterReason: TypeAlias = Literal[
-    "not_json", "not_object", "missing_field", "wrong_type", "unknown_type", "invalid_value"
+    "not_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "unknown_type",
+    "invalid_value",
+    "processing_error",
 ]
 """Bounded category of a rejected input; safe to use as a metric label."""
 

@@ -27,7 +27,7 @@ from risk.redis_store import RedisStateStore
 from streams.agents import register_agents
 from streams.kafka_options import aiokafka_options, faust_credentials
 from streams.partitioning import partition_for
-from streams.runtime import WorkerRuntime
+from streams.runtime import RETRYABLE, WorkerRuntime
 from streams.topic_admin import ensure_topics
 from streams.web import register_views
 
@@ -71,6 +71,7 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
         store,
         metrics=metrics,
         shard_of=lambda customer_id: partition_for(customer_id, partitions),
+        transient=RETRYABLE,
     )
     runtime = WorkerRuntime(
         settings=settings,

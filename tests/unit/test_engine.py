@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +17,7 @@ from risk.customer import CustomerState
 from risk.engine import Engine, Outcome
 from risk.processor import Processor, Source
 from risk.store import MemoryStateStore
-from schemas.codec import encode_event
+from schemas.codec import encode, encode_event
 from schemas.events import EVENT_MODELS
 
 SETTINGS = Settings()
@@ -121,18 +123,38 @@ def test_class_migrations_follow_the_bands() -> None:
 
 
 def test_tick_cadence_does_not_change_the_warnings() -> None:
-    def alerts_with_steps(step_days: int) -> list[tuple[str, str, datetime, int]]:
+    """Byte-identical outputs whether time passes in 1-, 7- or 200-day steps."""
+    fail = dict(loan_id="L1", amount="100.00", currency="CNY", reason="insufficient_funds")
+
+    def outputs_with_steps(step_days: int) -> list[bytes]:
         engine = Engine(SETTINGS)
-        state, out = run(engine, [due(1, "2026-01-10"), due(2, "2026-02-10")])
+        state, out = run(
+            engine,
+            [
+                ev("customer.updated", "2026-01-01T00:00:00+00:00", timezone="Asia/Shanghai"),
+                due(1, "2026-01-10"),
+                due(2, "2026-02-10"),
+            ],
+        )
         t, end = datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
         while t < end:
             t = min(t + timedelta(days=step_days), end)
-            out.alerts += engine.advance(state, t).alerts
-        state, last = engine.apply(state, paid("2026-06-01T12:00:00+00:00", "50.00"))
-        out.alerts += last.alerts
-        return [(a.alert_id, a.code, a.triggered_at, a.risk_score) for a in out.alerts]
+            step = engine.advance(state, t)
+            out.alerts += step.alerts
+            out.tasks += step.tasks
+            out.states += step.states
+        for e in (
+            ev("repayment.failed", "2026-06-01T00:00:00Z", event_id="f1", **fail),
+            ev("repayment.failed", "2026-06-01T00:00:00Z", event_id="f2", **fail),
+            paid("2026-06-01T12:00:00+00:00", "50.00", event_id="p1"),
+        ):
+            state, last = engine.apply(state, e)
+            out.alerts += last.alerts
+            out.tasks += last.tasks
+            out.states += last.states
+        return [encode(x) for x in (*out.alerts, *out.tasks, *out.states)]
 
-    assert alerts_with_steps(1) == alerts_with_steps(7) == alerts_with_steps(200)
+    assert outputs_with_steps(1) == outputs_with_steps(7) == outputs_with_steps(200)
 
 
 def test_repayment_cures_and_a_new_episode_alerts_again_with_new_ids() -> None:
@@ -329,3 +351,59 @@ def test_equal_input_gives_equal_output(offsets: list[int], pay_day: int) -> Non
         return state.to_dict(), [a.alert_id for a in out.alerts]
 
     assert once() == once()
+
+
+def test_an_event_the_engine_cannot_process_is_dead_lettered_not_lost() -> None:
+    class Broken(Engine):
+        def apply(self, state: Any, event: Any) -> Any:
+            raise ArithmeticError("boom")
+
+    async def go() -> None:
+        store = MemoryStateStore()
+        processor = Processor(Broken(SETTINGS), store)
+        raw = encode_event(due(1, "2026-01-10", event_id="poison-1"))
+        result = await processor.handle(raw, Source("t", 1, 7))
+        assert result.outcome == "dead_letter"
+        (letter,) = [orjson.loads(r.value) for r in store.outbox if r.topic == "dead_letter"]
+        assert letter["reason"] == "processing_error"
+        assert letter["event_id"] == "poison-1"
+        assert (letter["source_partition"], letter["source_offset"]) == (1, 7)
+        assert base64.b64decode(letter["original_base64"]) == raw
+
+    asyncio.run(go())
+
+
+def test_an_outage_is_raised_for_the_caller_to_retry() -> None:
+    class Down(MemoryStateStore):
+        async def load_unless_applied(self, customer_id: str, marker: str) -> Any:
+            raise ConnectionError("redis is down")
+
+    async def go() -> None:
+        processor = Processor(Engine(SETTINGS), Down())
+        raw = encode_event(due(1, "2026-01-10"))
+        try:
+            await processor.handle(raw, Source("t", 0, 1))
+        except ConnectionError:
+            return
+        raise AssertionError("an outage must not be swallowed")
+
+    asyncio.run(go())
+
+
+def test_output_times_do_not_depend_on_how_an_instant_was_written() -> None:
+    """The same instant reached by a UTC tick or by an event in +08:00 gives the same bytes."""
+    fail = dict(loan_id="L1", amount="100.00", currency="CNY", reason="insufficient_funds")
+
+    def outputs(tick_first: bool, stamp: str) -> list[bytes]:
+        engine = Engine(SETTINGS)
+        state, out = run(engine, [due(1, "2026-01-10")])
+        if tick_first:
+            out.alerts += engine.advance(state, datetime(2026, 2, 8, tzinfo=UTC)).alerts
+        for i in (1, 2):
+            state, step = engine.apply(
+                state, ev("repayment.failed", stamp, event_id=f"x{i}", **fail)
+            )
+            out.alerts += step.alerts
+        return [encode(a) for a in out.alerts]
+
+    assert outputs(True, "2026-02-08T00:00:00Z") == outputs(False, "2026-02-08T08:00:00+08:00")
