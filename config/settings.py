@@ -10,6 +10,7 @@ field; secrets are ``SecretStr`` so they never show up in a repr or a log.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -173,6 +174,23 @@ class CollectionsSettings(_Frozen):
         )
 
 
+class FeatureSettings(_Frozen):
+    """How the rolling customer features are computed and when they warn."""
+
+    allowed_lateness_hours: float = Field(default=48.0, ge=0, le=24 * 30)
+    night_start_hour: int = Field(default=22, ge=0, le=23)
+    night_end_hour: int = Field(default=6, ge=0, le=23)
+    novelty_warm_up_transactions: int = Field(default=10, ge=0)
+    salary_grace_days: int = Field(default=5, ge=0, le=60)
+    salary_drop_share: float = Field(default=0.3, gt=0, lt=1)
+    on_time_instalments: int = Field(default=12, ge=1, le=12)
+    diversion_window_days: int = Field(default=30, ge=1, le=365)
+    diversion_alert_share: float = Field(default=0.3, gt=0, le=1)
+    large_exposure_limit: Decimal = Field(default=Decimal("5000000"), gt=0)
+    cure_on_time_instalments: int = Field(default=6, ge=1, le=36)
+    expire_inactive_days: int = Field(default=400, ge=30)
+
+
 class Settings(BaseSettings):
     """Everything the service reads from its environment."""
 
@@ -202,6 +220,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     tiers: TierSettings = TierSettings()
     collections: CollectionsSettings = CollectionsSettings()
+    features: FeatureSettings = FeatureSettings()
     topics: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_TOPICS))
 
     @field_validator("topics")

@@ -26,7 +26,7 @@ from risk.engine import Engine
 from risk.processor import Processor, Source
 from risk.store import MemoryStateStore, OutboxRecord
 from schemas.codec import InvalidEvent, decode_event, encode
-from schemas.topics import COLLECTIONS_TASKS, DEAD_LETTER, RISK_ALERTS, RISK_STATE
+from schemas.topics import COLLECTIONS_TASKS, DEAD_LETTER, RELATED, RISK_ALERTS, RISK_STATE
 
 OUTPUT_FILES = {
     RISK_ALERTS: "alerts.jsonl",
@@ -59,8 +59,13 @@ class _Outputs:
         self.files = {topic: (out_dir / name).open("wb") for topic, name in OUTPUT_FILES.items()}
         self.scores = (out_dir / "scores.jsonl").open("wb")
 
-    def write(self, records: list[OutboxRecord], summary: ReplaySummary) -> None:
+    def write(self, records: list[OutboxRecord], summary: ReplaySummary) -> list[bytes]:
+        """Write outputs; returns the internal related-party events to process next."""
+        internal: list[bytes] = []
         for rec in records:
+            if rec.topic == RELATED:
+                internal.append(rec.value)
+                continue
             if rec.topic == RISK_STATE:
                 summary.state_changes += 1
                 continue
@@ -69,6 +74,7 @@ class _Outputs:
                 summary.alerts[orjson.loads(rec.value)["code"]] += 1
             elif rec.topic == COLLECTIONS_TASKS:
                 summary.tasks += 1
+        return internal
 
     def close(self) -> None:
         for f in self.files.values():
@@ -147,7 +153,7 @@ async def run_replay(
                     orjson.dumps({"event_id": event.event_id, "customer_id": event.customer_id})
                     + b"\n"
                 )
-                outputs.write(await store.drain(), summary)
+                await _settle(processor, store, outputs, summary)
                 if i % 500 == 0:
                     bar.update(task, completed=i + 1)
             bar.update(task, completed=len(valid))
@@ -155,12 +161,27 @@ async def run_replay(
         if valid:
             summary.as_of = max(item[0] for item in valid)
             await processor.tick(summary.as_of)
-            outputs.write(await store.drain(), summary)
+            await _settle(processor, store, outputs, summary)
         await _write_state(store, engine, out_dir, summary)
     finally:
         outputs.close()
     _write_report(out_dir, summary)
     return summary
+
+
+async def _settle(
+    processor: Processor, store: Any, outputs: _Outputs, summary: ReplaySummary
+) -> None:
+    """Write pending outputs, and apply the related-party events they announce.
+
+    In the worker these travel through Kafka to the affected customer's
+    partition; in replay they are applied at once, before the next input.
+    """
+    internal = outputs.write(await store.drain(), summary)
+    while internal:
+        for raw in internal:
+            await processor.handle(raw, Source("related", None, None), internal=True)
+        internal = outputs.write(await store.drain(), summary)
 
 
 async def _write_state(store: Any, engine: Engine, out_dir: Path, summary: ReplaySummary) -> None:

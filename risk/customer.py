@@ -13,9 +13,11 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from risk.income import Income
 from risk.loans import Loan
+from risk.transactions import TransactionFeatures
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @lru_cache(maxsize=512)
@@ -45,6 +47,13 @@ class CustomerState:
     loan_class: str = "normal"
     open_alerts: int = 0
     counters: dict[str, int] = field(default_factory=dict)
+    tx: TransactionFeatures = field(default_factory=TransactionFeatures)
+    income: Income = field(default_factory=Income)
+    related_exposure: dict[str, str] = field(default_factory=dict)  # related id -> amount
+    exposure_sent: str = "0"  # own exposure last announced to linked customers
+    exposure_alerted: bool = False
+    contagion: list[list[str]] = field(default_factory=list)  # [source, relation, at]
+    default_notified: bool = False
 
     @property
     def tz(self) -> ZoneInfo:
@@ -74,6 +83,13 @@ class CustomerState:
             "cls": self.loan_class,
             "oa": self.open_alerts,
             "cnt": self.counters,
+            "tx": self.tx.to_list(),
+            "inc2": self.income.to_list(),
+            "rx": self.related_exposure,
+            "xs": self.exposure_sent,
+            "xa": self.exposure_alerted,
+            "ctg": self.contagion,
+            "dn": self.default_notified,
         }
 
     @classmethod
@@ -102,4 +118,11 @@ class CustomerState:
             loan_class=d["cls"],
             open_alerts=d["oa"],
             counters=d["cnt"],
+            tx=TransactionFeatures.from_list(d["tx"], lateness=48 * 3600),
+            income=Income.from_list(d["inc2"]),
+            related_exposure=d["rx"],
+            exposure_sent=d["xs"],
+            exposure_alerted=d["xa"],
+            contagion=d["ctg"],
+            default_notified=d["dn"],
         )

@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from config.settings import Settings
+from risk import signals
 from risk.classification import RANK, class_boundaries, loan_class, worst
 from risk.customer import CustomerState
 from risk.ids import stable_id
@@ -64,9 +66,10 @@ class Outcome:
     alerts: list[RiskAlert] = field(default_factory=list)
     tasks: list[CollectionsTask] = field(default_factory=list)
     states: list[RiskState] = field(default_factory=list)
+    internal: list[dict[str, Any]] = field(default_factory=list)  # for related customers
 
     def __bool__(self) -> bool:
-        return bool(self.alerts or self.tasks or self.states)
+        return bool(self.alerts or self.tasks or self.states or self.internal)
 
 
 class Engine:
@@ -86,7 +89,7 @@ class Engine:
                 | {start for start, _ in DELINQUENCY_POINTS}
             )
         )
-        self._handlers: dict[str, Callable[[CustomerState, Any, datetime, Outcome], None]] = {
+        self._handlers: dict[str, Callable[[CustomerState, Any, datetime, Outcome], str | None]] = {
             "transaction.posted": self._on_transaction,
             "installment.due": self._on_installment_due,
             "repayment.received": self._on_repayment,
@@ -101,6 +104,8 @@ class Engine:
             "outcome.default": self._on_default,
             "outcome.fraud_confirmed": self._on_fraud_confirmed,
             "alert.feedback": self._on_feedback,
+            "related.exposure": self._on_related_exposure,
+            "related.default": self._on_related_default,
         }
 
     # -- public API -----------------------------------------------------------
@@ -125,11 +130,13 @@ class Engine:
             # time does not run backwards for arrears already reported.
             now = st.as_of or at
         dpd_at = st.as_of or at
-        self._handlers[event.type](st, event, now, out)
-        reason = REASONS.get(event.type, "repayment activity")
+        override = self._handlers[event.type](st, event, now, out)
+        reason = override or REASONS.get(event.type, "repayment activity")
         self._reassess(st, now, out, evidence=(event.event_id,), reason=reason, dpd_at=dpd_at)
         if st.last_event_at is None or at > st.last_event_at:
             st.last_event_at = at
+        signals.check_income(self, st, at, out)
+        signals.announce(self, st, now, event.event_id, out)
         return st, out
 
     def advance(self, state: CustomerState, to: datetime) -> Outcome:
@@ -137,6 +144,7 @@ class Engine:
         out = Outcome()
         if state.as_of is None or to > state.as_of:
             self._progress(state, to, out)
+            signals.announce(self, state, to, f"tick:{to.isoformat()}", out)
         return out
 
     def summary(self, st: CustomerState) -> RiskState:
@@ -172,16 +180,58 @@ class Engine:
     def features(self, st: CustomerState) -> dict[str, Any]:
         """The rolling values the score rests on, with each score component."""
         components = self._components(st)
+        as_of = st.as_of or st.last_event_at
+        local = self.local_date(st, as_of) if as_of else None
+        now = int(as_of.timestamp()) if as_of else 0
+        window = self.settings.features.on_time_instalments
+        loans: dict[str, Any] = {}
+        for ln in st.loans.values():
+            ratio = ln.on_time_ratio(local) if local else None
+            recent = ln.history[-window:]
+            loans[ln.loan_id] = {
+                "on_time_ratio": None if ratio is None else round(ratio, 4),
+                "recent_instalments": recent,
+                "partial_payments": ln.partial_payments,
+                "failed_collections_30d": ln.failed_within(30, now),
+                "failed_in_a_row": ln.failed_streak,
+                "months_since_delinquency": self._months_since(ln.last_delinquent, local),
+                "diverted_share": (
+                    float(round(ln.diverted / ln.principal, 4)) if ln.principal else 0.0
+                ),
+                "restructured": ln.restructured,
+                "cure_progress": ln.cure_streak if ln.restructured else None,
+                "class_migrations": ln.migrations,
+            }
+        ratios = [v["on_time_ratio"] for v in loans.values() if v["on_time_ratio"] is not None]
+        months = [
+            v["months_since_delinquency"]
+            for v in loans.values()
+            if v["months_since_delinquency"] is not None
+        ]
         return {
             "score_components": components,
             "max_dpd": self._max_dpd(st),
             "max_failed_streak": max((ln.failed_streak for ln in st.loans.values()), default=0),
+            "worst_on_time_ratio": min(ratios) if ratios else None,
+            "partial_payments": sum(v["partial_payments"] for v in loans.values()),
+            "failed_collections_30d": sum(v["failed_collections_30d"] for v in loans.values()),
+            "months_since_delinquency": min(months) if months else None,
+            "max_diverted_share": max((v["diverted_share"] for v in loans.values()), default=0.0),
             "open_loans": sum(1 for ln in st.loans.values() if ln.status == "open"),
             "restructured_loans": sum(1 for ln in st.loans.values() if ln.restructured),
             "defaulted": st.defaulted_at is not None,
-            "as_of": st.as_of.astimezone(st.tz).isoformat() if st.as_of else None,
+            "as_of": as_of.astimezone(st.tz).isoformat() if as_of else None,
+            "loans": loans,
+            **st.tx.features(),
+            **signals.features(st, as_of),
             **{f"count_{k}": v for k, v in sorted(st.counters.items())},
         }
+
+    @staticmethod
+    def _months_since(iso: str | None, local: date | None) -> float | None:
+        if iso is None or local is None:
+            return None
+        return round(max((local - date.fromisoformat(iso)).days, 0) / 30.4, 1)
 
     @staticmethod
     def local_date(st: CustomerState, at: datetime) -> date:
@@ -282,6 +332,10 @@ class Engine:
         if loan.status == "closed":
             new_class = "normal"
         loan.loan_class = new_class
+        if new_dpd > 0 or (old_dpd > 0 and new_dpd == 0):
+            loan.last_delinquent = local.isoformat()
+        if new_class != old_class:
+            loan.migrate(at.astimezone(st.tz).isoformat(), old_class, new_class, reason)
 
         dpd_mark = 0
         stage: tuple[int, str] | None = None
@@ -357,11 +411,23 @@ class Engine:
         return max((ln.dpd_seen for ln in st.loans.values() if ln.status == "open"), default=0)
 
     def _components(self, st: CustomerState) -> dict[str, int]:
+        history = "".join(ln.history for ln in st.loans.values())
+        share = Decimal(str(self.settings.features.diversion_alert_share))
         return score_components(
             max_dpd=self._max_dpd(st),
             loan_class=worst([ln.loan_class for ln in st.loans.values() if ln.status != "closed"]),
             failed_streak=max((ln.failed_streak for ln in st.loans.values()), default=0),
             defaulted=st.defaulted_at is not None,
+            on_time_ratio=history.count("O") / len(history) if history else None,
+            partial_payments=sum(ln.partial_payments for ln in st.loans.values()),
+            income_late=st.income.late_alerted_for is not None,
+            income_dropped=st.income.dropped_at is not None,
+            diverted=any(
+                ln.principal > ZERO and ln.diverted / ln.principal >= share
+                for ln in st.loans.values()
+            ),
+            open_alerts=st.open_alerts,
+            contagion=bool(st.contagion),
         )
 
     def _summarize(self, st: CustomerState, at: datetime, out: Outcome) -> None:
@@ -472,32 +538,35 @@ class Engine:
     def _on_transaction(
         self, st: CustomerState, ev: TransactionPosted, now: datetime, out: Outcome
     ) -> None:
-        st.bump(f"tx_{ev.direction}")
-        if ev.direction == "credit" and ev.counterparty_type == "employer":
-            st.bump("salary_credits")
+        signals.on_transaction(self, st, ev, out)
 
     def _on_installment_due(
         self, st: CustomerState, ev: InstallmentDue, now: datetime, out: Outcome
     ) -> None:
         self._loan(st, ev.loan_id, ev.currency).add_installment(
-            ev.installment_no, ev.due_date, ev.amount_due
+            ev.installment_no, ev.due_date, ev.amount_due, on=self.local_date(st, now)
         )
 
     def _on_repayment(
         self, st: CustomerState, ev: RepaymentReceived, now: datetime, out: Outcome
     ) -> None:
         loan = self._loan(st, ev.loan_id, ev.currency)
-        loan.pay(ev.amount)
+        loan.pay(ev.amount, on=self.local_date(st, ev.occurred_at))
         loan.failed_streak = 0
         loan.failed_streak_started = None
         loan.failed_alerted = False
-        st.bump("repayments")
+        needed = self.settings.features.cure_on_time_instalments
+        if loan.restructured and loan.cure_streak >= needed:
+            loan.restructured = False
+            loan.cure_streak = 0
+            return f"cured after {needed} on-time instalments since restructuring"
+        return None
 
     def _on_repayment_failed(
         self, st: CustomerState, ev: RepaymentFailed, now: datetime, out: Outcome
     ) -> None:
         loan = self._loan(st, ev.loan_id, ev.currency)
-        st.bump("failed_collections")
+        loan.record_failure(int(ev.occurred_at.timestamp()))
         if loan.failed_streak == 0:
             loan.failed_streak_started = ev.event_id
         loan.failed_streak += 1
@@ -531,14 +600,26 @@ class Engine:
     ) -> None:
         loan = self._loan(st, ev.loan_id, ev.currency)
         loan.principal = ev.principal
+        loan.outstanding = ev.principal
+        loan.annual_rate = ev.annual_rate
         loan.product = ev.product
         loan.opened_at = ev.occurred_at
         loan.currency = ev.currency
+        for guarantor in ev.guarantor_ids:
+            relations = st.links.setdefault(guarantor, [])
+            if "guarantor" not in relations:
+                relations.append("guarantor")
+                relations.sort()
+                signals.on_link_changed(
+                    self, st, guarantor, "guarantor", True, now, ev.event_id, out
+                )
 
     def _on_loan_restructured(
         self, st: CustomerState, ev: LoanRestructured, now: datetime, out: Outcome
     ) -> None:
-        self._loan(st, ev.loan_id, st.currency or "XXX").restructured = True
+        loan = self._loan(st, ev.loan_id, st.currency or "XXX")
+        loan.restructured = True
+        loan.cure_streak = 0
 
     def _on_loan_closed(
         self, st: CustomerState, ev: LoanClosed, now: datetime, out: Outcome
@@ -575,6 +656,9 @@ class Engine:
         if ev.relation not in relations:
             relations.append(ev.relation)
             relations.sort()
+            signals.on_link_changed(
+                self, st, ev.related_customer_id, ev.relation, True, now, ev.event_id, out
+            )
 
     def _on_customer_unlinked(
         self, st: CustomerState, ev: CustomerUnlinked, now: datetime, out: Outcome
@@ -582,6 +666,9 @@ class Engine:
         relations = st.links.get(ev.related_customer_id, [])
         if ev.relation in relations:
             relations.remove(ev.relation)
+            signals.on_link_changed(
+                self, st, ev.related_customer_id, ev.relation, False, now, ev.event_id, out
+            )
         if not relations:
             st.links.pop(ev.related_customer_id, None)
 
@@ -596,6 +683,12 @@ class Engine:
         self, st: CustomerState, ev: OutcomeFraudConfirmed, now: datetime, out: Outcome
     ) -> None:
         st.bump("fraud_confirmed")
+
+    def _on_related_exposure(self, st: CustomerState, ev: Any, now: datetime, out: Outcome) -> None:
+        signals.on_related_exposure(self, st, ev, out)
+
+    def _on_related_default(self, st: CustomerState, ev: Any, now: datetime, out: Outcome) -> None:
+        signals.on_related_default(self, st, ev, out)
 
     def _on_feedback(
         self, st: CustomerState, ev: AlertFeedback, now: datetime, out: Outcome

@@ -30,10 +30,11 @@ from typing import Any
 
 ZERO = Decimal("0")
 
-# Fully paid instalments older than this many are folded into counters: they
-# can no longer change DPD, and keeping them would let state grow without
-# bound over a 30-year mortgage.
-KEEP_PAID_INSTALLMENTS = 12
+# Fully paid instalments are folded into counters and a one-letter-per-instalment
+# punctuality history: they can no longer change DPD, and keeping them would
+# let state grow without bound over a 30-year mortgage.
+HISTORY_LENGTH = 12
+MIGRATIONS_KEPT = 4
 
 
 @dataclass(slots=True)
@@ -78,10 +79,22 @@ class Loan:
     alerted_dpd: int = 0
     stage_dpd: int = 0
     open_alerts: int = 0
+    annual_rate: Decimal = ZERO
+    outstanding: Decimal = ZERO  # principal still owed, amortised as instalments settle
+    history: str = ""  # last instalments settled: O on time, L late (newest last)
+    partial_payments: int = 0
+    failed_at: list[int] = field(default_factory=list)  # Unix times, last 30 days
+    last_delinquent: str | None = None  # ISO date arrears last ended (or began, if open)
+    cure_streak: int = 0  # on-time instalments in a row since a restructure
+    diverted: Decimal = ZERO  # principal moved to risky counterparties after opening
+    diversion_alerted: bool = False
+    migrations: list[list[str]] = field(default_factory=list)  # [at, from, to, reason]
 
     # -- schedule and payments -------------------------------------------------
 
-    def add_installment(self, no: int, due_date: date, amount_due: Decimal) -> None:
+    def add_installment(
+        self, no: int, due_date: date, amount_due: Decimal, *, on: date | None = None
+    ) -> None:
         """Record an announced instalment (a re-announcement replaces the terms)."""
         for inst in self.installments:
             if inst.no == no:
@@ -93,16 +106,28 @@ class Loan:
         self.installments.sort(key=lambda i: (i.due_date, i.no))
         if self.credit > ZERO:
             credit, self.credit = self.credit, ZERO
-            self._allocate(credit)
+            self._allocate(credit, on or due_date)
         self._fold_settled()
 
-    def pay(self, amount: Decimal) -> None:
-        """Apply a repayment to the oldest instalments not yet fully paid."""
+    def pay(self, amount: Decimal, on: date | None = None) -> None:
+        """Apply a repayment to the oldest instalments not yet fully paid.
+
+        ``on`` is the local date of the payment; an instalment it settles
+        counts as on time when that is no later than its due date.
+        """
         self.total_repaid += amount
-        self._allocate(amount)
+        first_open = next((i for i in self.installments if not i.settled), None)
+        self._allocate(amount, on)
+        if (
+            first_open is not None
+            and not first_open.settled
+            and on is not None
+            and first_open.due_date <= on
+        ):
+            self.partial_payments += 1
         self._fold_settled()
 
-    def _allocate(self, amount: Decimal) -> None:
+    def _allocate(self, amount: Decimal, on: date | None) -> None:
         for inst in self.installments:
             if amount <= ZERO:
                 break
@@ -110,16 +135,45 @@ class Loan:
             if take > ZERO:
                 inst.paid += take
                 amount -= take
+                if inst.settled:
+                    self._settled(inst, on)
         if amount > ZERO:
             self.credit += amount
+
+    def _settled(self, inst: Installment, on: date | None) -> None:
+        """An instalment is fully paid: amortise the principal, record punctuality."""
+        interest = (self.outstanding * self.annual_rate / 12).quantize(Decimal("0.01"))
+        self.outstanding = max(self.outstanding - max(inst.amount_due - interest, ZERO), ZERO)
+        on_time = on is None or on <= inst.due_date
+        self.history = (self.history + ("O" if on_time else "L"))[-HISTORY_LENGTH:]
+        if self.restructured:
+            self.cure_streak = self.cure_streak + 1 if on_time else 0
 
     def _fold_settled(self) -> None:
         first_open = next((i for i, x in enumerate(self.installments) if not x.settled), None)
         limit = len(self.installments) if first_open is None else first_open
-        fold = max(0, limit - KEEP_PAID_INSTALLMENTS)
-        if fold:
-            self.settled_count += fold
-            del self.installments[:fold]
+        if limit:
+            self.settled_count += limit
+            del self.installments[:limit]
+
+    def record_failure(self, at: int) -> None:
+        """A failed collection at Unix time ``at``; only the last 30 days are kept."""
+        self.failed_at = [*[t for t in self.failed_at if t > at - 30 * 86400][-9:], at]
+
+    def failed_within(self, days: int, now: int) -> int:
+        return sum(1 for t in self.failed_at if now - days * 86400 < t <= now)
+
+    def on_time_ratio(self, as_of: date) -> float | None:
+        """Share of the last instalments paid on time; unpaid past-due ones count as late."""
+        overdue = sum(1 for i in self.installments if not i.settled and i.due_date < as_of)
+        total = len(self.history) + overdue
+        if total == 0:
+            return None
+        return self.history.count("O") / total
+
+    def migrate(self, at: str, old: str, new: str, reason: str) -> None:
+        """Record a class migration with its reason (the last few are kept)."""
+        self.migrations = [*self.migrations, [at, old, new, reason]][-MIGRATIONS_KEPT:]
 
     # -- arrears ---------------------------------------------------------------
 
@@ -147,12 +201,13 @@ class Loan:
     def outstanding_principal(self) -> Decimal:
         """Exposure still carried by the loan.
 
-        Principal less what has been repaid, floored at zero; closed and
-        written-off loans carry none.
+        The principal amortised by each settled instalment (the interest part
+        of an instalment is the outstanding principal times the monthly rate);
+        closed and written-off loans carry none.
         """
         if self.status != "open":
             return ZERO
-        return max(self.principal - self.total_repaid, ZERO)
+        return self.outstanding
 
     # -- persistence -----------------------------------------------------------
 
@@ -181,6 +236,16 @@ class Loan:
             "ad": self.alerted_dpd,
             "sd": self.stage_dpd,
             "oa": self.open_alerts,
+            "rate": str(self.annual_rate),
+            "out": str(self.outstanding),
+            "h": self.history,
+            "pp": self.partial_payments,
+            "fat": self.failed_at,
+            "ld": self.last_delinquent,
+            "cs": self.cure_streak,
+            "dv": str(self.diverted),
+            "dva": self.diversion_alerted,
+            "mig": self.migrations,
         }
 
     @classmethod
@@ -209,4 +274,14 @@ class Loan:
             alerted_dpd=d["ad"],
             stage_dpd=d["sd"],
             open_alerts=d["oa"],
+            annual_rate=Decimal(d["rate"]),
+            outstanding=Decimal(d["out"]),
+            history=d["h"],
+            partial_payments=d["pp"],
+            failed_at=d["fat"],
+            last_delinquent=d["ld"],
+            cure_streak=d["cs"],
+            diverted=Decimal(d["dv"]),
+            diversion_alerted=d["dva"],
+            migrations=d["mig"],
         )

@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from creditwatch.metrics import Metrics
 from risk.engine import CLOCK_EVENTS, Engine, Outcome
 from risk.store import OutboxRecord, StateStore
 from schemas.codec import InvalidEvent, dead_letter, decode_event, encode
-from schemas.topics import COLLECTIONS_TASKS, DEAD_LETTER, RISK_ALERTS, RISK_STATE
+from schemas.internal import decode_internal
+from schemas.topics import COLLECTIONS_TASKS, DEAD_LETTER, RELATED, RISK_ALERTS, RISK_STATE
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ def outcome_records(out: Outcome) -> list[OutboxRecord]:
     records = [OutboxRecord(RISK_ALERTS, a.customer_id, encode(a)) for a in out.alerts]
     records += [OutboxRecord(COLLECTIONS_TASKS, t.customer_id, encode(t)) for t in out.tasks]
     records += [OutboxRecord(RISK_STATE, s.customer_id, encode(s)) for s in out.states]
+    records += [OutboxRecord(RELATED, e["customer_id"], orjson.dumps(e)) for e in out.internal]
     return records
 
 
@@ -94,11 +98,15 @@ class Processor:
         self.transient = transient
         self._locks = _KeyedLocks()
 
-    async def handle(self, raw: bytes, source: Source) -> Result:
-        """Process one raw input message; never raises for bad input."""
+    async def handle(self, raw: bytes, source: Source, *, internal: bool = False) -> Result:
+        """Process one raw input message; never raises for bad input.
+
+        ``internal`` marks the service's own related-party topic, whose event
+        types the public decoder (rightly) refuses.
+        """
         started = time.perf_counter()
         try:
-            event = decode_event(raw)
+            event = decode_internal(raw) if internal else decode_event(raw)
         except InvalidEvent as err:
             await self.reject(raw, err, source)
             return Result("dead_letter")

@@ -4,20 +4,30 @@ Every point comes from a named component so an analyst can see why a customer
 sits where they do; the components are returned with the total and kept in the
 state's ``features``.
 
-Components:
+Components (each kept by name in ``features.score_components``):
 - ``delinquency``: by the DPD bucket of the worst loan: 1-7 days 150, 8-29
   days 200, 30-59 days 300, 60-89 days 450, 90-180 days 600, over 180 days
   700. Buckets rather than a slope keep the score constant between the DPD
   marks the engine fires at, so a score (and a tier) only moves at an exact,
   reproducible instant.
+- ``repayment_behaviour``: 75 per failed collection in the current unbroken
+  run of failures on any loan (capped at 225), plus 100 when fewer than half
+  and 50 when fewer than four in five of the last settled instalments were
+  paid on time, plus 50 for two or more partial payments.
+- ``income``: 150 while the primary income is later than its grace period,
+  100 after a sharp cut of it.
+- ``transaction_behaviour``: 150 when loan money was diverted to securities,
+  real estate, gambling or crypto over the alert share.
+- ``detectors``: the anomaly detectors' contribution; 0 until they report.
+- ``rule_hits``: 10 per warning open on the customer's loans, capped at 100.
+- ``contagion``: 200 while a guarantor or group member is in default.
 - ``classification``: a floor for the worst loan class (substandard 600,
   doubtful 800, loss 950), so a restructured or written-off loan weighs even
   without arrears.
-- ``failed_collections``: 75 per failed collection in the current unbroken
-  run of failures on any loan, capped at 225.
-- ``default``: 800 once the customer has a recorded default.
+- ``default``: a floor of 800 once the customer has a recorded default.
 The total is the sum of the additive components, raised to the largest floor
-and capped at 1000.
+and capped at 1000. Every input changes only when an event is applied or a
+DPD mark is crossed, never by the mere passing of time between them.
 
 >>> from config.settings import TierSettings
 >>> tier_for(0, TierSettings()), tier_for(300, TierSettings()), tier_for(600, TierSettings())
@@ -41,15 +51,39 @@ DEFAULT_FLOOR = 800
 
 
 def score_components(
-    *, max_dpd: int, loan_class: str, failed_streak: int, defaulted: bool
+    *,
+    max_dpd: int,
+    loan_class: str,
+    failed_streak: int,
+    defaulted: bool,
+    on_time_ratio: float | None = None,
+    partial_payments: int = 0,
+    income_late: bool = False,
+    income_dropped: bool = False,
+    diverted: bool = False,
+    open_alerts: int = 0,
+    contagion: bool = False,
+    detectors: int = 0,
 ) -> dict[str, int]:
     """The named contributions that make up the score."""
+    behaviour = min(225, 75 * failed_streak)
+    if on_time_ratio is not None:
+        behaviour += 100 if on_time_ratio < 0.5 else 50 if on_time_ratio < 0.8 else 0
+    behaviour += 50 if partial_payments >= 2 else 0
     return {
         "delinquency": delinquency_points(max_dpd),
-        "failed_collections": min(225, 75 * failed_streak),
+        "repayment_behaviour": behaviour,
+        "income": (150 if income_late else 0) + (100 if income_dropped else 0),
+        "transaction_behaviour": 150 if diverted else 0,
+        "detectors": detectors,
+        "rule_hits": min(100, 10 * open_alerts),
+        "contagion": 200 if contagion else 0,
         "classification": CLASS_FLOOR.get(loan_class, 0),
         "default": DEFAULT_FLOOR if defaulted else 0,
     }
+
+
+FLOORS = ("classification", "default")
 
 
 def delinquency_points(max_dpd: int) -> int:
@@ -68,12 +102,12 @@ def delinquency_points(max_dpd: int) -> int:
 def total_score(components: dict[str, int]) -> int:
     """Additive parts summed, raised to the floors, capped at 1000.
 
-    >>> total_score({"delinquency": 300, "failed_collections": 75,
+    >>> total_score({"delinquency": 300, "repayment_behaviour": 75,
     ...              "classification": 0, "default": 0})
     375
     """
-    additive = components["delinquency"] + components["failed_collections"]
-    floor = max(components["classification"], components["default"])
+    additive = sum(v for k, v in components.items() if k not in FLOORS)
+    floor = max(components.get(k, 0) for k in FLOORS)
     return min(1000, max(additive, floor))
 
 

@@ -37,6 +37,8 @@ from schemas.outputs import CollectionsTask, DeadLetter, RiskAlert, RiskState
 __all__ = ["DEFAULT_DIR", "build", "input_schema", "main", "output_schema", "stale", "write"]
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "json"
+from schemas.internal import InternalEvent  # noqa: E402
+
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 INPUT_EVENT_FILE = "credit.input-event.v1.schema.json"
 
@@ -84,6 +86,10 @@ def build() -> dict[str, str]:
     for name, model in _OUTPUTS.items():
         topic = topics.DEFAULT_TOPICS[name]
         documents[f"{topic}.schema.json"] = output_schema(model, topic)
+    related = topics.DEFAULT_TOPICS[topics.RELATED]
+    documents[f"{related}.schema.json"] = _document(
+        TypeAdapter(InternalEvent).json_schema(mode="serialization"), related, "serialization"
+    )
     return {name: _render(doc) for name, doc in sorted(documents.items())}
 
 

@@ -17,6 +17,7 @@ RISK_ALERTS = "risk_alerts"
 COLLECTIONS_TASKS = "collections_tasks"
 RISK_STATE = "risk_state"
 DEAD_LETTER = "dead_letter"
+RELATED = "related"
 
 DEFAULT_TOPICS: dict[str, str] = {
     TRANSACTIONS: "credit.transactions.v1",
@@ -29,9 +30,12 @@ DEFAULT_TOPICS: dict[str, str] = {
     COLLECTIONS_TASKS: "credit.collections-tasks.v1",
     RISK_STATE: "credit.risk-state.v1",
     DEAD_LETTER: "credit.dead-letter.v1",
+    RELATED: "credit.related-party.v1",
 }
 
 INPUT_TOPICS: tuple[str, ...] = (TRANSACTIONS, REPAYMENTS, LOANS, CUSTOMERS, OUTCOMES)
+# The service's own: announcements between related customers (schemas/internal.py).
+INTERNAL_TOPICS: tuple[str, ...] = (RELATED,)
 OUTPUT_TOPICS: tuple[str, ...] = (RISK_ALERTS, COLLECTIONS_TASKS, RISK_STATE, DEAD_LETTER)
 COMPACTED_TOPICS: frozenset[str] = frozenset({RULES, RISK_STATE})
 

@@ -48,12 +48,16 @@ class WorkerRuntime:
 
     # -- processing -----------------------------------------------------------
 
-    async def handle(self, raw: bytes, topic: str, partition: int, offset: int) -> Result:
+    async def handle(
+        self, raw: bytes, topic: str, partition: int, offset: int, *, internal: bool = False
+    ) -> Result:
         """Process one Kafka message, retrying outages until it is committed."""
         backoff = 0.05
         while True:
             try:
-                result = await self.processor.handle(raw, Source(topic, partition, offset))
+                result = await self.processor.handle(
+                    raw, Source(topic, partition, offset), internal=internal
+                )
                 break
             except RETRYABLE as exc:
                 log.warning("state store unavailable, retrying in %.2fs: %s", backoff, exc)

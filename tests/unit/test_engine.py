@@ -176,7 +176,10 @@ def test_repayment_cures_and_a_new_episode_alerts_again_with_new_ids() -> None:
     ]
     assert len(cured) == 2
     assert state.loans["L1"].dpd_seen == 0
-    assert state.risk_tier == "premium"
+    components = engine.features(state)["score_components"]
+    assert components["delinquency"] == 0
+    assert components["repayment_behaviour"] == 100  # both instalments were paid late
+    assert state.risk_tier == "low"
 
 
 def test_partial_payment_keeps_the_loan_past_due() -> None:
@@ -204,7 +207,7 @@ def test_repeated_failed_collections_raise_one_warning() -> None:
     alert = next(a for a in out.alerts if a.code == "repeated_failed_collections")
     assert alert.severity == "high"
     assert len(alert.evidence_event_ids) == 2
-    assert engine.features(state)["score_components"]["failed_collections"] == 225
+    assert engine.features(state)["score_components"]["repayment_behaviour"] == 225
 
 
 def test_written_off_is_loss_and_restructured_is_substandard() -> None:

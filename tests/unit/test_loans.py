@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from risk.loans import KEEP_PAID_INSTALLMENTS, Loan
+from risk.loans import HISTORY_LENGTH, Loan
 
 D = Decimal
 
@@ -74,8 +74,9 @@ def test_closed_loan_has_no_arrears() -> None:
 def test_settled_instalments_are_folded_so_state_stays_bounded() -> None:
     loan = schedule(40)
     loan.pay(D("4000.00"))
-    assert len(loan.installments) == KEEP_PAID_INSTALLMENTS
-    assert loan.settled_count == 40 - KEEP_PAID_INSTALLMENTS
+    assert loan.installments == []
+    assert loan.settled_count == 40
+    assert len(loan.history) == HISTORY_LENGTH
     assert loan.dpd(date(2030, 1, 1)) == 0
 
 
@@ -129,3 +130,45 @@ def test_dpd_never_negative_and_grows_one_per_day(
     today, tomorrow = loan.dpd(d0), loan.dpd(d0 + timedelta(days=1))
     assert today >= 0
     assert tomorrow in (today + 1, today) if today == 0 else tomorrow == today + 1
+
+
+def test_punctuality_history_partial_payments_and_on_time_ratio() -> None:
+    loan = schedule(4)  # due 01-10, 02-09, 03-11, 04-10
+    loan.pay(D("100.00"), on=date(2026, 1, 9))  # on time
+    loan.pay(D("40.00"), on=date(2026, 2, 12))  # partial, late
+    loan.pay(D("60.00"), on=date(2026, 2, 15))  # settles #2 late
+    assert loan.history == "OL"
+    assert loan.partial_payments == 1
+    assert loan.on_time_ratio(date(2026, 3, 20)) == 1 / 3  # #3 overdue counts as late
+    assert loan.on_time_ratio(date(2026, 3, 1)) == 1 / 2
+
+
+def test_outstanding_principal_amortises_with_each_settled_instalment() -> None:
+    loan = Loan(loan_id="L", currency="CNY", principal=D("1200.00"), outstanding=D("1200.00"),
+                annual_rate=D("0.12"))
+    loan.add_installment(1, date(2026, 1, 10), D("106.62"))
+    loan.pay(D("106.62"), on=date(2026, 1, 10))
+    # interest 1200 * 1% = 12.00, principal part 94.62
+    assert loan.outstanding_principal == D("1105.38")
+    loan.status = "written_off"
+    assert loan.outstanding_principal == D("0")
+
+
+def test_restructured_loan_counts_on_time_instalments_towards_cure() -> None:
+    loan = schedule(3)
+    loan.restructured = True
+    loan.pay(D("100.00"), on=date(2026, 1, 1))
+    loan.pay(D("100.00"), on=date(2026, 2, 1))
+    assert loan.cure_streak == 2
+    loan.pay(D("100.00"), on=date(2026, 4, 1))  # late
+    assert loan.cure_streak == 0
+
+
+def test_failed_collections_are_kept_for_thirty_days() -> None:
+    loan = schedule(1)
+    day = 86400
+    for t in (0, 10 * day, 35 * day, 36 * day):
+        loan.record_failure(t)
+    assert loan.failed_within(30, 36 * day) == 3
+    assert loan.failed_within(30, 41 * day) == 2
+    assert loan.failed_at == [10 * day, 35 * day, 36 * day]
