@@ -66,7 +66,11 @@ class RedisSettings(_Frozen):
     tls: bool = False
     tls_ca_certs: str | None = None
     key_prefix: str = "cw"
-    event_dedup_ttl_days: int = Field(default=35, ge=1, le=3650)
+    # How many of a customer's last events are remembered to refuse a redelivery
+    # (a 12-character digest each, inside the customer's state).
+    dedup_events_per_customer: int = Field(default=256, ge=16, le=100_000)
+    # How long a dead-lettered message is remembered (so it is reported once).
+    dead_letter_marker_ttl_days: int = Field(default=35, ge=1, le=3650)
 
     @field_validator("url")
     @classmethod

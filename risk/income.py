@@ -43,12 +43,14 @@ class Source:
     regular: int = 0  # credits that arrived at a monthly cadence with a steady amount
 
     def to_list(self) -> list[Any]:
+        # Full precision: a rounded cadence would move the expected date, and a state
+        # read back from Redis would judge differently from the one kept in memory.
         return [
             self.last_at,
             self.last_cents,
             self.count,
-            round(self.interval_days, 3),
-            round(self.mean_cents),
+            self.interval_days,
+            self.mean_cents,
             int(self.employer),
             self.regular,
         ]

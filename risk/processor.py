@@ -21,12 +21,14 @@ import orjson
 
 from creditwatch.metrics import Metrics
 from risk.engine import CLOCK_EVENTS, Engine, Outcome
-from risk.store import OutboxRecord, StateStore
+from risk.store import OutboxRecord, StateConflict, StateStore
 from schemas.codec import InvalidEvent, dead_letter, decode_event, encode
 from schemas.internal import decode_internal
 from schemas.topics import COLLECTIONS_TASKS, DEAD_LETTER, RELATED, RISK_ALERTS, RISK_STATE
 
 log = logging.getLogger(__name__)
+
+CONFLICT_RETRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,7 @@ class Processor:
         shard_of: Callable[[str], int] = lambda _customer: 0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         transient: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError),
+        remember_events: int = 256,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -96,6 +99,7 @@ class Processor:
         self.shard_of = shard_of
         self.clock = clock
         self.transient = transient
+        self.remember_events = remember_events
         self._locks = _KeyedLocks()
 
     async def handle(self, raw: bytes, source: Source, *, internal: bool = False) -> Result:
@@ -135,14 +139,28 @@ class Processor:
         customer_id: str = event.customer_id  # type: ignore[attr-defined]
         event_id: str = event.event_id  # type: ignore[attr-defined]
         async with self._locks.hold(customer_id):
-            seen, state = await self.store.load_unless_applied(customer_id, event_id)
-            if seen:
-                self.metrics.events.labels(source.topic, "duplicate").inc()
-                return Result("duplicate", event)
-            state, out = self.engine.apply(state, event)
-            committed = await self.store.commit(
-                event_id, state, outcome_records(out), shard=self.shard_of(customer_id)
-            )
+            for _attempt in range(CONFLICT_RETRIES):
+                state = await self.store.load(customer_id)
+                if state is not None and state.has_seen(event_id):
+                    self.metrics.events.labels(source.topic, "duplicate").inc()
+                    return Result("duplicate", event)
+                expected = state.seq if state is not None else 0
+                state, out = self.engine.apply(state, event)
+                state.remember(event_id, self.remember_events)
+                state.seq = expected + 1
+                try:
+                    committed = await self.store.commit(
+                        None,
+                        state,
+                        outcome_records(out),
+                        shard=self.shard_of(customer_id),
+                        expected_seq=expected,
+                    )
+                    break
+                except StateConflict:
+                    log.info("state of a customer moved on while applying %s; retrying", event_id)
+            else:
+                raise StateConflict(customer_id)
         if not committed:
             self.metrics.events.labels(source.topic, "duplicate").inc()
             return Result("duplicate", event)
@@ -182,10 +200,19 @@ class Processor:
                 state = await self.store.load(customer_id)
                 if state is None or (state.as_of is not None and state.as_of >= target):
                     continue
+                expected = state.seq
                 out = self.engine.advance(state, target)
-                await self.store.commit(
-                    None, state, outcome_records(out), shard=self.shard_of(customer_id)
-                )
+                state.seq = expected + 1
+                try:
+                    await self.store.commit(
+                        None,
+                        state,
+                        outcome_records(out),
+                        shard=self.shard_of(customer_id),
+                        expected_seq=expected,
+                    )
+                except StateConflict:  # someone else moved it on; the next tick retries
+                    continue
             self._count(out)
             total.alerts += out.alerts
             total.tasks += out.tasks

@@ -3,20 +3,24 @@
 Key layout (``{p}`` is the configured prefix, ``cw`` by default; the layout is
 also documented in ``docs/redis-keys.md``):
 
-``{p}:c:{customer_id}``  string, the customer's state (compact JSON)
-``{p}:m:{marker}``       string "1" with a TTL: event ``marker`` was applied
+``{p}:c:{customer_id}``  string, ``{seq}|`` + the customer's state (zlib JSON); it
+                         also remembers digests of the customer's last events
+``{p}:m:{marker}``       string "1" with a TTL: that dead-lettered message was handled
 ``{p}:due``              set of customer ids whose arrears can still grow
 ``{p}:score``            sorted set, customer id by risk score (``state top``)
 ``{p}:ob:{shard}``       stream, outputs waiting to be published, per shard
 ``{p}:wm:{shard}``       string, the servicing feed's event-time watermark of a shard
 
 One step (state, marker, outputs, indexes) is written by a single Lua script,
-so Redis applies it wholly or not at all, and the script itself refuses a step
-whose marker exists: idempotency does not depend on the caller's check.
+so Redis applies it wholly or not at all. The script refuses a step computed
+from an out-of-date copy of the state (the ``seq`` prefix moved on), so
+idempotency does not depend on the caller's check alone: the event digests
+travel inside the very value being compared and set.
 """
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime
 from typing import Any
 
@@ -24,18 +28,26 @@ import orjson
 from redis.asyncio import Redis
 
 from risk.customer import CustomerState
-from risk.store import OutboxRecord, needs_tick
+from risk.store import OutboxRecord, StateConflict, needs_tick
 
 COMMIT_SCRIPT = """
 -- KEYS: marker (or ''), state, due set, score zset, outbox stream
--- ARGV: ttl, customer_id, state blob (or ''), due flag, score, record count,
+-- ARGV: 1 marker ttl, 2 customer_id, 3 state blob (or ''), 4 due flag, 5 score,
+--       6 expected seq, 7 expire seconds (0 = keep), 8 record count,
 --       then topic, key, value for each record
+-- Returns 1 when applied, 0 when the marker exists, -1 when the state moved on.
 if KEYS[1] ~= '' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-  redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[1]))
 end
 if ARGV[3] ~= '' then
+  local current = redis.call('GET', KEYS[2])
+  local seq = 0
+  if current then seq = tonumber(string.match(current, '^(%d+)|')) or 0 end
+  if seq ~= tonumber(ARGV[6]) then return -1 end
   redis.call('SET', KEYS[2], ARGV[3])
+  if tonumber(ARGV[7]) > 0 then
+    redis.call('EXPIRE', KEYS[2], tonumber(ARGV[7]))
+  end
   if ARGV[4] == '1' then
     redis.call('SADD', KEYS[3], ARGV[2])
   else
@@ -43,9 +55,12 @@ if ARGV[3] ~= '' then
   end
   redis.call('ZADD', KEYS[4], tonumber(ARGV[5]), ARGV[2])
 end
-local n = tonumber(ARGV[6])
+if KEYS[1] ~= '' then
+  redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[1]))
+end
+local n = tonumber(ARGV[8])
 for i = 0, n - 1 do
-  local base = 7 + i * 3
+  local base = 9 + i * 3
   redis.call('XADD', KEYS[5], '*', 't', ARGV[base], 'k', ARGV[base + 1], 'v', ARGV[base + 2])
 end
 return 1
@@ -62,21 +77,35 @@ return 0
 
 
 def encode_state(state: CustomerState) -> bytes:
-    return orjson.dumps(state.to_dict())
+    """``{seq}|`` then the state as zlib-compressed JSON (about a third of the size)."""
+    return b"%d|" % state.seq + zlib.compress(orjson.dumps(state.to_dict()), 1)
 
 
 def decode_state(blob: bytes) -> CustomerState:
-    data: dict[str, Any] = orjson.loads(blob)
+    _seq, _, body = blob.partition(b"|")
+    data: dict[str, Any] = orjson.loads(zlib.decompress(body))
     return CustomerState.from_dict(data)
+
+
+def has_open_loan(state: CustomerState) -> bool:
+    return any(loan.status == "open" for loan in state.loans.values())
 
 
 class RedisStateStore:
     """State store on Redis; see the module docstring for the key layout."""
 
-    def __init__(self, redis: Redis, *, prefix: str = "cw", marker_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "cw",
+        marker_ttl_seconds: int,
+        expire_inactive_seconds: int = 0,
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.marker_ttl = marker_ttl_seconds
+        self.expire_inactive = expire_inactive_seconds
         self._commit = redis.register_script(COMMIT_SCRIPT)
         self._raise_wm = redis.register_script(RAISE_WATERMARK_SCRIPT)
 
@@ -108,21 +137,6 @@ class RedisStateStore:
         blob = await self.redis.get(self.state_key(customer_id))
         return decode_state(blob) if blob is not None else None
 
-    async def applied(self, marker: str) -> bool:
-        return bool(await self.redis.exists(self.marker_key(marker)))
-
-    async def load_unless_applied(
-        self, customer_id: str, marker: str
-    ) -> tuple[bool, CustomerState | None]:
-        """The marker check and the state read in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.exists(self.marker_key(marker))
-            pipe.get(self.state_key(customer_id))
-            seen, blob = await pipe.execute()
-        if seen:
-            return True, None
-        return False, decode_state(blob) if blob is not None else None
-
     async def commit(
         self,
         marker: str | None,
@@ -130,13 +144,24 @@ class RedisStateStore:
         records: list[OutboxRecord],
         *,
         shard: int = 0,
+        expected_seq: int | None = None,
     ) -> bool:
+        """Apply one step atomically; see the module docstring.
+
+        Raises :class:`StateConflict` when the stored state is no longer the
+        one the step was computed from (``expected_seq``).
+        """
+        expire = 0
+        if state is not None and self.expire_inactive and not has_open_loan(state):
+            expire = self.expire_inactive  # nothing open: forget after a quiet period
         args: list[Any] = [
             self.marker_ttl,
             state.customer_id if state else "",
             encode_state(state) if state else b"",
             "1" if state is not None and needs_tick(state) else "0",
             state.risk_score if state else 0,
+            expected_seq if expected_seq is not None else (state.seq - 1 if state else 0),
+            expire,
             len(records),
         ]
         for rec in records:
@@ -148,7 +173,10 @@ class RedisStateStore:
             self.score_key,
             self.outbox_key(shard),
         ]
-        return bool(await self._commit(keys=keys, args=args))
+        result = int(await self._commit(keys=keys, args=args))
+        if result < 0:
+            raise StateConflict(state.customer_id if state else "")
+        return result == 1
 
     async def tick_candidates(self) -> list[str]:
         members = await self.redis.smembers(self.due_key)

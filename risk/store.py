@@ -8,6 +8,12 @@ path at all: they are appended to an outbox in the same atomic write and a
 separate publisher moves them on. That is what lets a worker be killed at any
 instant without losing a warning or sending one twice.
 
+Whether an event was already applied is remembered in the customer's own
+state (a short digest per event, see :class:`risk.customer.CustomerState`),
+so the check and the update are one write; a commit made on an out-of-date
+copy of the state is refused (``StateConflict``), so two writers can never
+both apply one event.
+
 ``MemoryStateStore`` is the replay/test implementation; ``RedisStateStore``
 (in :mod:`risk.redis_store`) is the worker's system of record.
 """
@@ -19,6 +25,10 @@ from datetime import datetime
 from typing import Protocol
 
 from risk.customer import CustomerState
+
+
+class StateConflict(Exception):
+    """The customer's state changed since it was loaded: load again and retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +53,6 @@ class StateStore(Protocol):
 
     async def load(self, customer_id: str) -> CustomerState | None: ...
 
-    async def applied(self, marker: str) -> bool: ...
-
-    async def load_unless_applied(
-        self, customer_id: str, marker: str
-    ) -> tuple[bool, CustomerState | None]: ...
 
     async def commit(
         self,
@@ -56,6 +61,7 @@ class StateStore(Protocol):
         records: list[OutboxRecord],
         *,
         shard: int = 0,
+        expected_seq: int | None = None,
     ) -> bool: ...
 
     async def tick_candidates(self) -> list[str]: ...
@@ -78,15 +84,6 @@ class MemoryStateStore:
     async def load(self, customer_id: str) -> CustomerState | None:
         return self.states.get(customer_id)
 
-    async def applied(self, marker: str) -> bool:
-        return marker in self.markers
-
-    async def load_unless_applied(
-        self, customer_id: str, marker: str
-    ) -> tuple[bool, CustomerState | None]:
-        if marker in self.markers:
-            return True, None
-        return False, self.states.get(customer_id)
 
     async def commit(
         self,
@@ -95,7 +92,10 @@ class MemoryStateStore:
         records: list[OutboxRecord],
         *,
         shard: int = 0,
+        expected_seq: int | None = None,
     ) -> bool:
+        # One process, one writer per customer (the processor's lock), and the
+        # state object itself is shared: there is no older copy to refuse.
         if marker is not None:
             if marker in self.markers:
                 return False

@@ -56,7 +56,8 @@ def redis_store(settings: Settings, redis: Redis) -> RedisStateStore:
     return RedisStateStore(
         redis,
         prefix=settings.redis.key_prefix,
-        marker_ttl_seconds=settings.redis.event_dedup_ttl_days * 86400,
+        marker_ttl_seconds=settings.redis.dead_letter_marker_ttl_days * 86400,
+        expire_inactive_seconds=settings.features.expire_inactive_days * 86400,
     )
 
 
@@ -72,6 +73,7 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
         metrics=metrics,
         shard_of=lambda customer_id: partition_for(customer_id, partitions),
         transient=RETRYABLE,
+        remember_events=settings.redis.dedup_events_per_customer,
     )
     runtime = WorkerRuntime(
         settings=settings,

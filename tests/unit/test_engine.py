@@ -378,7 +378,7 @@ def test_an_event_the_engine_cannot_process_is_dead_lettered_not_lost() -> None:
 
 def test_an_outage_is_raised_for_the_caller_to_retry() -> None:
     class Down(MemoryStateStore):
-        async def load_unless_applied(self, customer_id: str, marker: str) -> Any:
+        async def load(self, customer_id: str) -> Any:
             raise ConnectionError("redis is down")
 
     async def go() -> None:
