@@ -77,8 +77,10 @@ async def measure(customers: int, redis_url: str) -> dict[str, Any]:
     await redis.aclose()
     return {
         "when": datetime.now(UTC).isoformat(),
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
         "customers": n,
         "events": len(events),
         "events_per_customer": round(len(events) / n, 1),

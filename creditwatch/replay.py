@@ -106,9 +106,7 @@ async def run_replay(
     console = console or Console(stderr=True)
     store = store if store is not None else MemoryStateStore()
     engine = Engine(settings)
-    processor = Processor(
-        engine, store, remember_events=settings.redis.dedup_events_per_customer
-    )
+    processor = Processor(engine, store, remember_events=settings.redis.dedup_events_per_customer)
     summary = ReplaySummary()
     outputs = _Outputs(out_dir)
     source_name = events_path.name

@@ -61,9 +61,8 @@ async def top(settings: Settings, *, n: int, tier: str | None, as_json: bool) ->
     rows = []
     try:
         # Read a wider slice when filtering by tier, so N rows of that tier can be found.
-        for customer_id, _score in await store.top(n if tier is None else max(n * 20, 200)):
-            state = await store.load(customer_id)
-            if state is None or (tier is not None and state.risk_tier != tier):
+        for _customer_id, state in await store.top(n if tier is None else max(n * 20, 200)):
+            if tier is not None and state.risk_tier != tier:
                 continue
             rows.append(engine.summary(state))
             if len(rows) >= n:

@@ -230,7 +230,25 @@ class RedisStateStore:
 
     # -- reading for people ---------------------------------------------------
 
-    async def top(self, n: int) -> list[tuple[str, int]]:
-        """The ``n`` riskiest customers by score."""
-        rows = await self.redis.zrevrange(self.score_key, 0, n - 1, withscores=True)
-        return [(m.decode() if isinstance(m, bytes) else m, int(s)) for m, s in rows]
+    async def top(self, n: int) -> list[tuple[str, CustomerState]]:
+        """The ``n`` riskiest customers by score, with their state.
+
+        Ids whose state has expired are dropped from the index on the way.
+        """
+        found: list[tuple[str, CustomerState]] = []
+        start = 0
+        while len(found) < n:
+            rows = await self.redis.zrevrange(self.score_key, start, start + n * 2 - 1)
+            if not rows:
+                break
+            start += len(rows)
+            ids = [m.decode() if isinstance(m, bytes) else m for m in rows]
+            blobs = await self.redis.mget([self.state_key(c) for c in ids])
+            for customer_id, blob in zip(ids, blobs, strict=True):
+                if blob is None:
+                    await self.redis.zrem(self.score_key, customer_id)
+                    continue
+                found.append((customer_id, decode_state(blob)))
+                if len(found) >= n:
+                    break
+        return found

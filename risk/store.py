@@ -53,7 +53,6 @@ class StateStore(Protocol):
 
     async def load(self, customer_id: str) -> CustomerState | None: ...
 
-
     async def commit(
         self,
         marker: str | None,
@@ -83,7 +82,6 @@ class MemoryStateStore:
 
     async def load(self, customer_id: str) -> CustomerState | None:
         return self.states.get(customer_id)
-
 
     async def commit(
         self,

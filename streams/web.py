@@ -36,6 +36,24 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
         payload = generate_latest(runtime.metrics.registry)
         return web.bytes(payload, content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    @app.page("/customers/top")
+    async def customers_top(web: Any, request: Any) -> Any:
+        try:
+            n = int(request.query.get("n", "20"))
+        except ValueError:
+            return web.json({"error": "n must be a whole number"}, status=400)
+        if not 1 <= n <= 1000:
+            return web.json({"error": "n must be between 1 and 1000"}, status=400)
+        tier = request.query.get("tier")
+        engine = runtime.processor.engine
+        rows = [
+            engine.summary(state)
+            for _cid, state in await runtime.store.top(n if tier is None else n * 20)
+            if tier is None or state.risk_tier == tier
+        ][:n]
+        body = b"[" + b",".join(encode(r) for r in rows) + b"]"
+        return web.bytes(body, content_type="application/json")
+
     @app.page("/customers/{customer_id}/risk")
     async def customer_risk(web: Any, request: Any, customer_id: str) -> Any:
         state = await runtime.store.load(customer_id)

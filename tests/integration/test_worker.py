@@ -119,6 +119,10 @@ def test_events_become_warnings_on_kafka_and_state_in_redis(deployment: Deployme
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/customers/C1/risk", timeout=5) as r:
         risk = json.loads(r.read())
     assert risk["max_dpd"] == 50 and risk["loan_class"] == "special_mention"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/customers/top?n=5", timeout=5) as r:
+        top = json.loads(r.read())
+    assert [c["customer_id"] for c in top] == ["C1"]
+    assert dep.redis().ttl(f"{dep.prefix}:c:C1") == -1  # an open loan: never expires
     assert metric_total(port, "creditwatch_events_total", outcome="applied") == 5
     tasks = dep.consume("collections_tasks", expect=3)
     assert [t["stage"] for t in sorted(tasks, key=lambda t: t["dpd"])] == [
@@ -164,6 +168,8 @@ def test_malformed_messages_go_to_the_dead_letter_topic_with_offsets(
     assert neg["original"] == orjson.dumps(negative).decode()
     # the valid event after the bad ones was still processed
     wait_until(lambda: dep.redis().get(f"{dep.prefix}:c:C9") is not None, what="C9 state")
+    # nothing open: the state expires after the configured quiet period
+    assert 399 * 86400 < dep.redis().ttl(f"{dep.prefix}:c:C9") <= 400 * 86400
 
 
 def test_the_same_event_twice_changes_state_once(deployment: Deployment) -> None:
