@@ -104,9 +104,16 @@ class Loan:
         else:
             self.installments.append(Installment(no, due_date, amount_due))
         self.installments.sort(key=lambda i: (i.due_date, i.no))
-        if self.credit > ZERO:
-            credit, self.credit = self.credit, ZERO
-            self._allocate(credit, on or due_date)
+        # Re-allocate what was paid towards the open instalments, oldest first: an
+        # instalment announced late (or out of order) must not leave money sitting
+        # on a younger one while the older ages. Settled instalments are folded
+        # away already, so only open ones are re-balanced.
+        pool = self.credit + sum((i.paid for i in self.installments), start=ZERO)
+        self.credit = ZERO
+        for inst in self.installments:
+            inst.paid = ZERO
+        if pool > ZERO:
+            self._allocate(pool, on or due_date)
         self._fold_settled()
 
     def pay(self, amount: Decimal, on: date | None = None) -> None:

@@ -172,3 +172,14 @@ def test_failed_collections_are_kept_for_thirty_days() -> None:
     assert loan.failed_within(30, 36 * day) == 3
     assert loan.failed_within(30, 41 * day) == 2
     assert loan.failed_at == [10 * day, 35 * day, 36 * day]
+
+
+def test_an_older_instalment_announced_late_is_paid_first() -> None:
+    loan = Loan(loan_id="L", currency="CNY")
+    loan.add_installment(2, date(2026, 2, 10), D("100.00"))
+    loan.pay(D("60.00"), on=date(2026, 2, 1))
+    loan.add_installment(1, date(2026, 1, 10), D("100.00"))
+    # the 60 paid now sits on the older instalment, which is the one ageing
+    assert loan.dpd(date(2026, 2, 20)) == 41
+    assert loan.overdue_amount(date(2026, 2, 20)) == D("140.00")
+    assert [i.paid for i in loan.installments] == [D("60.00"), D("0")]
