@@ -100,12 +100,14 @@ class Deployment:
             "CREDITWATCH_KAFKA__HEARTBEAT_INTERVAL_SECONDS": "1",
         }
 
-    def start_worker(self, timeout: float = 90.0) -> tuple[subprocess.Popen[bytes], int]:
+    def start_worker(
+        self, timeout: float = 90.0, **overrides: str
+    ) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
         log = (self.tmp / f"worker-{len(self.workers)}.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "creditwatch", "worker"],
-            env=self.env(port),
+            env={**self.env(port), **overrides},
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

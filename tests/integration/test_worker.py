@@ -308,3 +308,48 @@ def test_graceful_shutdown_commits_and_a_restart_does_not_reprocess(
     assert metric_total(port, "creditwatch_events_total", outcome="duplicate") == 0
     state = decode_state(dep.redis().get(f"{dep.prefix}:c:C7"))
     assert str(state.loans["L7"].total_repaid) == "60.00"
+
+
+def test_kill_after_the_redis_write_before_the_offset_commit_counts_once(
+    deployment: Deployment,
+) -> None:
+    """Offsets are committed rarely here, so SIGKILL lands after every Redis write."""
+    dep = deployment
+    proc, port = dep.start_worker(CREDITWATCH_COMMIT_INTERVAL_SECONDS="600")
+    pays = [
+        event(
+            "repayment.received",
+            f"2026-02-{i:02d}T09:00:00+00:00",
+            "C3",
+            f"k{i}",
+            loan_id="L3",
+            amount="10.00",
+            currency="CNY",
+        )
+        for i in range(1, 21)
+    ]
+    fail = {"loan_id": "L3", "amount": "10.00", "currency": "CNY", "reason": "other"}
+    fails = [
+        event("repayment.failed", "2026-02-21T09:00:00+00:00", "C3", f"kf{i}", **fail)
+        for i in (1, 2)
+    ]
+    dep.produce(pays + fails)
+    wait_until(lambda: metric_total(port, "creditwatch_events_total") >= 22, what="22 events")
+    alerts_before = dep.consume("risk_alerts", expect=1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    _proc, port = dep.start_worker()
+    # every event comes again, because no offset was committed before the kill
+    wait_until(
+        lambda: metric_total(port, "creditwatch_events_total", outcome="duplicate") >= 22,
+        timeout=90,
+        what="the redelivered events",
+    )
+    assert metric_total(port, "creditwatch_events_total", outcome="applied") == 0
+    state = decode_state(dep.redis().get(f"{dep.prefix}:c:C3"))
+    assert str(state.loans["L3"].total_repaid) == "200.00"
+    time.sleep(2)
+    alerts = dep.consume("risk_alerts", expect=1)
+    assert [a["alert_id"] for a in alerts] == [a["alert_id"] for a in alerts_before]
+    assert [a["code"] for a in alerts] == ["repeated_failed_collections"]
