@@ -353,3 +353,65 @@ def test_kill_after_the_redis_write_before_the_offset_commit_counts_once(
     alerts = dep.consume("risk_alerts", expect=1)
     assert [a["alert_id"] for a in alerts] == [a["alert_id"] for a in alerts_before]
     assert [a["code"] for a in alerts] == ["repeated_failed_collections"]
+
+
+def test_contagion_and_group_exposure_travel_between_customers_through_kafka(
+    deployment: Deployment,
+) -> None:
+    """A's default reaches its guarantor B as an event keyed by B, on B's partition."""
+    dep = deployment
+    dep.start_worker()
+    opened = {
+        "product": "sme_working_capital",
+        "currency": "CNY",
+        "term_months": 12,
+        "annual_rate": "0.06",
+    }
+    events = [
+        event(
+            "customer.linked",
+            "2026-01-01T00:00:00+00:00",
+            "A",
+            "l1",
+            related_customer_id="B",
+            relation="guarantor",
+        ),
+        event(
+            "customer.linked",
+            "2026-01-01T00:00:00+00:00",
+            "A",
+            "l2",
+            related_customer_id="H",
+            relation="household",
+        ),
+        event(
+            "loan.opened",
+            "2026-01-02T00:00:00+00:00",
+            "A",
+            "o1",
+            loan_id="LA",
+            principal="3000000.00",
+            **opened,
+        ),
+        event(
+            "loan.opened",
+            "2026-01-03T00:00:00+00:00",
+            "B",
+            "o2",
+            loan_id="LB",
+            principal="2500000.00",
+            **opened,
+        ),
+        event("outcome.default", "2026-05-01T00:00:00+00:00", "A", "x1", loan_id="LA"),
+    ]
+    dep.produce(events)
+    alerts = dep.consume("risk_alerts", expect=2)
+    by_code = {(a["code"], a["customer_id"]): a for a in alerts}
+    contagion = by_code[("related_party_default", "B")]
+    assert contagion["source"] == "contagion"
+    assert contagion["explanation"]["source_customer_id"] == "A"
+    exposure = by_code[("large_exposure", "B")]
+    assert exposure["explanation"]["group_exposure"] == "5500000.00"
+    assert not [a for a in alerts if a["customer_id"] == "H"]
+    b = decode_state(dep.redis().get(f"{dep.prefix}:c:B"))
+    assert b.contagion[0][0] == "A" and b.related_exposure == {"A": "3000000.00"}
