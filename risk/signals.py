@@ -218,42 +218,53 @@ def internal_event(
     }
 
 
+def _currency(st: CustomerState) -> str:
+    return st.currency or next((ln.currency for ln in st.loans.values()), "XXX")
+
+
+def _exposure_event(
+    st: CustomerState, other: str, relation: str, at: datetime, cause: str, exposure: Decimal
+) -> dict[str, Any]:
+    return internal_event(
+        "exposure",
+        st,
+        other,
+        at,
+        f"{cause}:{exposure}",
+        relation=relation,
+        exposure=str(exposure),
+        currency=_currency(st),
+    )
+
+
+def _default_event(
+    st: CustomerState, other: str, relation: str, at: datetime, cause: str
+) -> dict[str, Any]:
+    return internal_event(
+        "default",
+        st,
+        other,
+        at,
+        cause,
+        relation=relation,
+        loan_class=st.loan_class,
+        reason=_default_reason(st),
+    )
+
+
 def announce(engine: Engine, st: CustomerState, at: datetime, cause: str, out: Outcome) -> None:
     """Tell linked customers about a changed exposure or a new default; check the group."""
     links = contagion_links(st)
     exposure = own_exposure(st)
-    currency = st.currency or next((ln.currency for ln in st.loans.values()), "XXX")
     if str(exposure) != st.exposure_sent:
         st.exposure_sent = str(exposure)
         for other, relation in links:
-            out.internal.append(
-                internal_event(
-                    "exposure",
-                    st,
-                    other,
-                    at,
-                    f"{cause}:{exposure}",
-                    relation=relation,
-                    exposure=str(exposure),
-                    currency=currency,
-                )
-            )
+            out.internal.append(_exposure_event(st, other, relation, at, cause, exposure))
     defaulted = in_default(st)
     if defaulted and not st.default_notified:
         st.default_notified = True
         for other, relation in links:
-            out.internal.append(
-                internal_event(
-                    "default",
-                    st,
-                    other,
-                    at,
-                    cause,
-                    relation=relation,
-                    loan_class=st.loan_class,
-                    reason=_default_reason(st),
-                )
-            )
+            out.internal.append(_default_event(st, other, relation, at, cause))
     elif not defaulted and st.default_notified:
         st.default_notified = False
     check_group_exposure(engine, st, at, out, evidence=(cause,))
@@ -308,31 +319,9 @@ def on_link_changed(
     if relation not in CONTAGION_RELATIONS:
         return
     exposure = own_exposure(st) if linked else ZERO
-    out.internal.append(
-        internal_event(
-            "exposure",
-            st,
-            other,
-            at,
-            f"{cause}:{exposure}",
-            relation=relation,
-            exposure=str(exposure),
-            currency=st.currency or "XXX",
-        )
-    )
+    out.internal.append(_exposure_event(st, other, relation, at, cause, exposure))
     if linked and st.default_notified:
-        out.internal.append(
-            internal_event(
-                "default",
-                st,
-                other,
-                at,
-                cause,
-                relation=relation,
-                loan_class=st.loan_class,
-                reason=_default_reason(st),
-            )
-        )
+        out.internal.append(_default_event(st, other, relation, at, cause))
 
 
 def on_related_exposure(engine: Engine, st: CustomerState, ev: Any, out: Outcome) -> None:
