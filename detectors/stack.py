@@ -1,0 +1,211 @@
+"""All detectors behind one call per event: what the engine (and replay) wires in.
+
+Per event, *before* ``Engine.apply`` changes the state::
+
+    findings = stack.observe(event, state, det)
+
+``det`` is the customer's detector dict (``{detector name: customer model}``,
+JSON-able, a few hundred bytes per detector): keep it in the customer's state
+and persist it with it. ``observe`` creates or resets (on a version change)
+the customer models it needs, scores every detector the event concerns, runs
+each score through the adaptive threshold of that detector and segment, and
+learns, unless the threshold refused to learn from what it flagged. Each
+:class:`Finding` carries the score, the threshold, whether it flagged, and the
+score's parts for a warning's explanation; all of them go to scores.jsonl.
+
+Shared models (population anomaly per segment, default probability, the
+thresholds) live in the stack: :meth:`Stack.save` and :meth:`Stack.restore`
+turn them into version-checked blobs for Redis.
+
+>>> from risk.customer import CustomerState
+>>> from schemas.events import TransactionPosted
+>>> stack = Stack()
+>>> st, det = CustomerState(customer_id="c1"), {}
+>>> ev = TransactionPosted(event_id="e1", customer_id="c1",
+...     occurred_at="2026-01-05T10:00:00+00:00", account_id="a1", amount="50.00",
+...     currency="CNY", direction="debit", channel="card", country="CN")
+>>> [f.detector for f in stack.observe(ev, st, det)]
+['transaction_anomaly', 'velocity_burst', 'population_anomaly']
+>>> sorted(det)
+['transaction_anomaly', 'velocity_burst']
+>>> blobs = stack.save()
+>>> Stack.restore(blobs).shared["population_anomaly"].models.keys() == (
+...     stack.shared["population_anomaly"].models.keys())
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from detectors import persistence
+from detectors.base import CustomerDetector, CustomerModel, Detector
+from detectors.default_probability import DefaultProbability
+from detectors.features import event_x, risk_x
+from detectors.registry import REGISTRY, Spec
+from detectors.thresholds import Thresholds
+
+TRANSACTION = ("transaction_anomaly", "velocity_burst", "population_anomaly")
+COLLECTION = ("repayment_drift", "velocity_burst")
+SERVICING = frozenset({"installment.due", "repayment.received", "repayment.failed"})
+PD = "default_probability"
+THRESHOLDS_VERSION = "thresholds@1"
+
+
+@dataclass(slots=True)
+class Finding:
+    """One detector's verdict on one event."""
+
+    detector: str
+    score: float
+    threshold: float | None
+    flagged: bool
+    explanation: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "detector": self.detector,
+            "score": round(self.score, 6),
+            "threshold": None if self.threshold is None else round(self.threshold, 6),
+            "flagged": self.flagged,
+            "explanation": self.explanation,
+        }
+
+
+class Stack:
+    """The registry's detectors, their thresholds, and the per-event flow."""
+
+    def __init__(
+        self,
+        *,
+        specs: Mapping[str, Spec] = REGISTRY,
+        thresholds: Thresholds | None = None,
+        shared: dict[str, Detector] | None = None,
+    ) -> None:
+        self.specs = dict(specs)
+        self.thresholds = thresholds or Thresholds()
+        self.customer: dict[str, CustomerDetector] = {}
+        self.shared: dict[str, Detector] = dict(shared or {})
+        for name, spec in self.specs.items():
+            if spec.kind == "customer":
+                self.customer[name] = cast(CustomerDetector, spec.build())
+            elif name not in self.shared:
+                self.shared[name] = cast(Detector, spec.build())
+        self._tags = {name: self.specs[name].tag for name in self.specs}
+
+    # -- customer models ---------------------------------------------------------
+
+    def model(self, det: dict[str, CustomerModel], name: str) -> CustomerModel:
+        """The customer's model for ``name``: fresh when missing or of another version."""
+        model = det.get(name)
+        if model is None or model.get("_v") != self._tags[name]:
+            if name == PD:
+                model = cast(DefaultProbability, self.shared[PD]).new_book()
+            else:
+                model = self.customer[name].init()
+            model["_v"] = self._tags[name]
+            det[name] = model
+        return model
+
+    # -- per event ---------------------------------------------------------------
+
+    def observe(self, event: Any, st: Any, det: dict[str, CustomerModel]) -> list[Finding]:
+        """Score, threshold and learn one event (call before the engine applies it)."""
+        findings: list[Finding] = []
+        x = event_x(event, st)
+        segment = st.segment or "unknown"
+        if x is not None:
+            names = TRANSACTION if event.type == "transaction.posted" else COLLECTION
+            for name in names:
+                if name in self.customer:
+                    findings.append(self._customer_step(name, x, det, segment))
+                elif name in self.shared:
+                    findings.append(self._shared_step(name, x, segment))
+        if event.type in SERVICING and PD in self.shared:
+            findings.append(self._pd_step(event, st, det, segment))
+        elif event.type in ("outcome.default", "loan.written_off"):
+            self.label(det, defaulted=True)
+        elif event.type == "loan.closed":
+            still_open = [
+                ln
+                for ln in st.loans.values()
+                if ln.status == "open" and ln.loan_id != event.loan_id
+            ]
+            if not still_open:
+                self.label(det, defaulted=False)
+        return findings
+
+    def _customer_step(
+        self, name: str, x: dict[str, Any], det: dict[str, CustomerModel], segment: str
+    ) -> Finding:
+        detector = self.customer[name]
+        model = self.model(det, name)
+        score, parts = detector.score_parts(x, model)
+        decision = self.thresholds.observe(name, segment, score)
+        if decision.learn:
+            detector.learn_one(x, model)
+        else:
+            detector.observe_flagged(x, model)
+        return Finding(name, score, decision.threshold, decision.flagged, parts)
+
+    def _shared_step(self, name: str, x: dict[str, Any], segment: str) -> Finding:
+        detector = self.shared[name]
+        score = detector.score_one(x)
+        decision = self.thresholds.observe(name, segment, score)
+        if decision.learn:
+            detector.learn_one(x)
+        return Finding(name, score, decision.threshold, decision.flagged)
+
+    def _pd_step(self, event: Any, st: Any, det: dict[str, CustomerModel], segment: str) -> Finding:
+        pd_model = cast(DefaultProbability, self.shared[PD])
+        at = event.occurred_at.timestamp()
+        drift = det.get("repayment_drift")
+        x = risk_x(st, int(at), drift_score=sum(drift["c"]) if drift else 0.0)
+        score = pd_model.score_one(x)
+        decision = self.thresholds.observe(PD, segment, score)
+        for snapshot, label in pd_model.remember(x, at, self.model(det, PD)):
+            pd_model.feedback(snapshot, label)
+        return Finding(PD, score, decision.threshold, decision.flagged, {"features": x})
+
+    def label(self, det: dict[str, CustomerModel], *, defaulted: bool) -> None:
+        """A late outcome: teach the default model the customer's snapshots, as they were."""
+        if PD not in self.shared or PD not in det:
+            return
+        pd_model = cast(DefaultProbability, self.shared[PD])
+        for snapshot, label in pd_model.resolve(self.model(det, PD), defaulted=defaulted):
+            pd_model.feedback(snapshot, label)
+
+    def verdict(
+        self, name: str, x: Mapping[str, Any], det: dict[str, CustomerModel], true_positive: bool
+    ) -> None:
+        """An analyst's verdict (alert.feedback) or a confirmed fraud on what ``name`` flagged."""
+        if name in self.customer:
+            self.customer[name].feedback(x, self.model(det, name), true_positive)
+        elif name in self.shared:
+            self.shared[name].feedback(x, true_positive)
+
+    # -- persistence -------------------------------------------------------------
+
+    def save(self) -> dict[str, bytes]:
+        """Version-headed blobs of the shared models and thresholds, by name."""
+        blobs = {
+            name: persistence.dumps(m, self.specs[name].version) for name, m in self.shared.items()
+        }
+        blobs["thresholds"] = persistence.dumps(self.thresholds, THRESHOLDS_VERSION)
+        return blobs
+
+    @classmethod
+    def restore(
+        cls, blobs: Mapping[str, bytes | None], *, specs: Mapping[str, Spec] = REGISTRY
+    ) -> Stack:
+        """A stack from saved blobs; any blob of another version (or unreadable) starts fresh."""
+        shared: dict[str, Detector] = {}
+        for name, spec in specs.items():
+            if spec.kind == "shared":
+                model = persistence.loads(blobs.get(name), spec.version)
+                if model is not None:
+                    shared[name] = model
+        thresholds = persistence.loads(blobs.get("thresholds"), THRESHOLDS_VERSION)
+        return cls(specs=specs, thresholds=thresholds, shared=shared)
