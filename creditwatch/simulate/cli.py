@@ -3,15 +3,23 @@
 The book is streamed (``iter_book``) straight to the file, stdout or the
 producer, so large books do not have to fit in memory. The one-line summary
 goes to stderr so that stdout stays pure JSONL when it is the destination.
+
+With ``--scenario NAME`` (repeatable, ``all`` for every one) the output is
+instead the named scenario streams from ``scenarios`` merged into one, and
+``--truth`` receives their ground truth keyed by scenario name. Scenarios are
+small, so they are built in memory. Seed and start keep their own defaults
+per mode (book: 7 and UTC midnight; scenarios: 1 and Shanghai midnight) so
+that adding scenarios changed nothing about the book.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +28,7 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from creditwatch.simulate.book import DEFAULT_START, BookConfig, book_truth, iter_book, iter_jsonl
+from creditwatch.simulate.scenarios import SCENARIO_START, SCENARIOS, build_scenarios
 
 __all__ = ["add_parser", "run"]
 
@@ -56,12 +65,30 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--customers", type=_positive, default=200, help="number of customers")
     parser.add_argument("--months", type=_positive, default=6, help="horizon in calendar months")
-    parser.add_argument("--seed", type=int, default=7, help="random seed (same seed, same bytes)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed, same seed same bytes (default 7 for the book, 1 for scenarios)",
+    )
     parser.add_argument(
         "--start",
         type=_aware,
-        default=DEFAULT_START,
-        help="first instant of the book, with offset (default 2026-01-01T00:00:00+00:00)",
+        default=None,
+        help=(
+            "first instant, with offset (default 2026-01-01T00:00:00+00:00 for the book, "
+            "2026-01-01T00:00:00+08:00 for scenarios)"
+        ),
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=[*SCENARIOS, "all"],
+        metavar="NAME",
+        help=(
+            "write this scenario instead of the random book (repeatable; 'all' for every "
+            f"one; --customers/--months are then ignored): {', '.join(SCENARIOS)}"
+        ),
     )
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--out", metavar="FILE.jsonl", help="write JSON lines here ('-': stdout)")
@@ -69,7 +96,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--publish", action="store_true", help="publish to Kafka (settings from CREDITWATCH_*)"
     )
     parser.add_argument(
-        "--truth", metavar="FILE.json", help="also write each customer's behaviour class here"
+        "--truth",
+        metavar="FILE.json",
+        help=(
+            "also write each customer's behaviour class here "
+            "(with --scenario: the scenario truth, keyed by scenario name)"
+        ),
     )
     parser.set_defaults(func=run)
     return parser
@@ -81,21 +113,36 @@ def _counted(events: Iterable[dict[str, Any]], counts: Counter[str]) -> Iterator
         yield event
 
 
-def _summary(counts: Counter[str], config: BookConfig, target: str) -> str:
+def _summary(counts: Counter[str], describe: str, target: str) -> str:
     by_type = " ".join(f"{t}={n}" for t, n in sorted(counts.items()))
-    return (
-        f"simulate: {sum(counts.values())} events, {config.customers} customers, "
-        f"{config.months} months, seed {config.seed} -> {target}: {by_type}"
-    )
+    return f"simulate: {sum(counts.values())} events, {describe} -> {target}: {by_type}"
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the sub-command; 0 on success, 1 if writing or publishing failed, 2 on bad settings."""
-    config = BookConfig(
-        seed=args.seed, customers=args.customers, months=args.months, start=args.start
-    )
+    scenario_names: list[str] | None = getattr(args, "scenario", None)
     counts: Counter[str] = Counter()
-    events = _counted(iter_book(config), counts)
+    truth: Callable[[], Any]
+    if scenario_names:
+        seed = 1 if args.seed is None else args.seed
+        try:
+            scenario = build_scenarios(scenario_names, seed, start=args.start or SCENARIO_START)
+        except ValueError as err:
+            print(f"creditwatch simulate: {err}", file=sys.stderr)
+            return 2
+        events = _counted(scenario.events, counts)
+        truth = functools.partial(dict, scenario.truth)
+        describe = f"scenario {scenario.name}, {len(scenario.customers)} customers, seed {seed}"
+    else:
+        config = BookConfig(
+            seed=7 if args.seed is None else args.seed,
+            customers=args.customers,
+            months=args.months,
+            start=args.start or DEFAULT_START,
+        )
+        events = _counted(iter_book(config), counts)
+        truth = functools.partial(book_truth, config)
+        describe = f"{config.customers} customers, {config.months} months, seed {config.seed}"
     try:
         if args.publish:
             from pydantic import ValidationError
@@ -121,11 +168,10 @@ def run(args: argparse.Namespace) -> int:
             target = "stdout"
         if args.truth:
             Path(args.truth).write_bytes(
-                orjson.dumps(book_truth(config), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-                + b"\n"
+                orjson.dumps(truth(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
             )
     except (OSError, KafkaError) as err:  # one line for a person, not a traceback
         print(f"creditwatch simulate: failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    print(_summary(counts, config, target), file=sys.stderr)
+    print(_summary(counts, describe, target), file=sys.stderr)
     return 0
