@@ -74,7 +74,9 @@ def _on_income(engine: Engine, st: CustomerState, ev: Any, at: int, out: Outcome
     )
     if income.primary is not None and ev.counterparty_id in (income.primary, was_primary):
         income.late_alerted_for = None  # the income arrived: no longer late
-    if income.last_drop is not None:
+    if income.last_drop is not None and income.dropped_at is not None:
+        income.last_drop = None  # still cut: reported when it began, not every month
+    elif income.last_drop is not None:
         drop_at, got, usual = income.last_drop
         income.last_drop = None
         income.dropped_at = drop_at
