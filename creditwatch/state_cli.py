@@ -49,6 +49,37 @@ async def show(settings: Settings, customer_id: str, *, as_json: bool) -> int:
             loan.loan_class,
         )
     console.print(loans)
+    features = summary.features
+    parts = Table(title="why: score components")
+    parts.add_column("component")
+    parts.add_column("points", justify="right")
+    for name, points in features["score_components"].items():
+        parts.add_row(name, str(points))
+    console.print(parts)
+    facts = Table(title="features", show_header=False)
+    for key in (
+        "worst_on_time_ratio",
+        "partial_payments",
+        "failed_collections_30d",
+        "months_since_delinquency",
+        "income_source",
+        "income_expected_at",
+        "income_late",
+        "income_dropped",
+        "max_diverted_share",
+        "own_exposure",
+        "group_exposure",
+        "contagion_sources",
+        "tx_30d_debit_count",
+        "tx_30d_debit_sum",
+        "tx_30d_credit_sum",
+        "cash_withdrawals_7d_count",
+        "night_share_30d",
+        "balance_trend_30d_per_day",
+    ):
+        if key in features:
+            facts.add_row(key.replace("_", " "), str(features[key]))
+    console.print(facts)
     return 0
 
 

@@ -16,6 +16,8 @@ export CREDITWATCH_REDIS__URL="${CREDITWATCH_REDIS__URL:-redis://127.0.0.1:${CRE
 export CREDITWATCH_DPD_TICK_SECONDS="${CREDITWATCH_DPD_TICK_SECONDS:-2}"
 
 bash scripts/bootstrap.sh
+# Each demo starts from an empty stack, so a rerun shows the same story.
+bash scripts/stack.sh reset
 bash scripts/stack.sh up
 CW=.venv/bin/creditwatch
 

@@ -4,6 +4,7 @@
 #   scripts/stack.sh up       install/fetch what is missing, start both, wait until ready (idempotent)
 #   scripts/stack.sh down     stop both (and a worker started by scripts/worker.sh, if any)
 #   scripts/stack.sh status   exit 0 if both run, 3 otherwise
+#   scripts/stack.sh reset    down, then delete the Kafka and Redis data in the run dir
 #
 # Same environment as scripts/kafka.sh and scripts/redis.sh:
 #   CREDITWATCH_KAFKA_PORT [19092], CREDITWATCH_KAFKA_CONTROLLER_PORT [19093],
@@ -67,6 +68,13 @@ cmd_down() {
     if ((rc == 0)); then say "stack is down"; else die "something did not stop (see above)"; fi
 }
 
+cmd_reset() {
+    cmd_down
+    # Only the data of this run dir: topics, offsets and Redis state start empty.
+    rm -rf "$RUN_DIR/kafka/data" "$RUN_DIR/redis/appendonlydir" "$RUN_DIR/redis/dump.rdb"
+    say "data removed from $RUN_DIR (jars stay cached)"
+}
+
 cmd_status() {
     local rc=0
     kafka status || rc=3
@@ -79,6 +87,7 @@ cmd_status() {
 
 case ${1:-} in
     up) cmd_up ;;
+    reset) cmd_reset ;;
     down) cmd_down ;;
     status) cmd_status ;;
     -h | --help | help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
