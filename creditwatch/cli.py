@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_simulate(sub)
 
+    from rules.cli import add_parser as add_rules
+
+    add_rules(sub)
+
     topics = sub.add_parser("topics", help="create the Kafka topics")
     topics.add_argument("action", choices=["create"])
     topics.set_defaults(func=_cmd_topics)
