@@ -60,7 +60,7 @@ class Tick(BaseEvent):
     """The passage of time for a customer with no event (``Engine.advance``).
 
     DPD grows on ticks, so rules about DPD buckets apply to ``tick`` as well as
-    to servicing events; the lead's processor judges a tick like an event.
+    to servicing events; the processor judges a tick like an event.
     """
 
     type: Literal["tick"] = "tick"

@@ -856,9 +856,9 @@ def _large_exposure(
 ) -> dict[str, Any]:
     """Three linked SMEs whose third loan takes the group's exposure over ``limit``.
 
-    With three equal loans the limit must lie in [2, 3) loans' worth; the
-    brief's example of 3 x 3,000,000.00 would cross a 5,000,000.00 limit at
-    the *second* loan, so the default is 3 x 2,000,000.00. The check also
+    With three equal loans the limit must lie in [2, 3) loans' worth: three
+    loans of 3,000,000.00 would cross a 5,000,000.00 limit at the *second*
+    loan, so the default is 3 x 2,000,000.00. The check also
     holds for outstanding principal (the first loans amortise a little).
     """
     p, lim = _cents(principal), _cents(limit)
