@@ -195,6 +195,31 @@ class FeatureSettings(_Frozen):
     expire_inactive_days: int = Field(default=400, ge=30)
 
 
+class RuleSettings(_Frozen):
+    """Which rule set judges events, and where it comes from.
+
+    A worker starts with ``file`` (the shipped default pack unless set) and then
+    follows the versions published to the rules topic under ``name``, so the
+    desk changes thresholds without a deploy. ``enabled=False`` falls back to
+    the engine's built-in warnings (for tests of the bare engine).
+    """
+
+    enabled: bool = True
+    file: str | None = None
+    name: str = Field(default="default", min_length=1, max_length=100)
+    follow_published: bool = True
+
+
+class DetectorSettings(_Frozen):
+    """The online detectors: on or off, how often they may warn, how they persist."""
+
+    enabled: bool = True
+    alert_cooldown_hours: float = Field(default=24.0, ge=0, le=24 * 365)
+    save_interval_seconds: float = Field(default=60.0, gt=0)
+    default_probability_points: int = Field(default=200, ge=0, le=1000)
+    explained_alerts_per_customer: int = Field(default=8, ge=0, le=256)
+
+
 class Settings(BaseSettings):
     """Everything the service reads from its environment."""
 
@@ -225,6 +250,8 @@ class Settings(BaseSettings):
     tiers: TierSettings = TierSettings()
     collections: CollectionsSettings = CollectionsSettings()
     features: FeatureSettings = FeatureSettings()
+    rules: RuleSettings = RuleSettings()
+    detectors: DetectorSettings = DetectorSettings()
     topics: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_TOPICS))
 
     @field_validator("topics")

@@ -22,9 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from config.settings import Settings
-from risk.engine import Engine
+from risk.judge import Judge, build_judge
 from risk.processor import Processor, Source
 from risk.store import MemoryStateStore, OutboxRecord
+from rules.engine import CompiledRuleSet
 from schemas.codec import InvalidEvent, decode_event, encode
 from schemas.topics import COLLECTIONS_TASKS, DEAD_LETTER, RELATED, RISK_ALERTS, RISK_STATE
 
@@ -48,6 +49,8 @@ class ReplaySummary:
     state_changes: int = 0
     customers: int = 0
     as_of: datetime | None = None
+    rule_set_version: str | None = None
+    rule_errors: Counter[str] = field(default_factory=Counter)
 
 
 class _Outputs:
@@ -101,13 +104,21 @@ async def run_replay(
     *,
     store: Any | None = None,
     console: Console | None = None,
+    rule_set: CompiledRuleSet | None = None,
 ) -> ReplaySummary:
-    """Replay ``events_path`` into ``out_dir``; ``store`` defaults to memory."""
+    """Replay ``events_path`` into ``out_dir``; ``store`` defaults to memory.
+
+    ``rule_set`` judges with a candidate rule set instead of the configured
+    one (a backtest); the rest of the processing is the worker's.
+    """
     console = console or Console(stderr=True)
     store = store if store is not None else MemoryStateStore()
-    engine = Engine(settings)
+    engine = build_judge(settings, rule_set=rule_set)
     processor = Processor(engine, store, remember_events=settings.redis.dedup_events_per_customer)
     summary = ReplaySummary()
+    if engine.rules is not None:
+        current = engine.rules()
+        summary.rule_set_version = current.version if current is not None else None
     outputs = _Outputs(out_dir)
     source_name = events_path.name
     try:
@@ -149,10 +160,15 @@ async def run_replay(
                     summary.duplicates += 1
                 else:
                     summary.dead_letters += 1
-                outputs.scores.write(
-                    orjson.dumps({"event_id": event.event_id, "customer_id": event.customer_id})
-                    + b"\n"
-                )
+                scores: dict[str, Any] = {
+                    "event_id": event.event_id,
+                    "customer_id": event.customer_id,
+                }
+                if result.produced is not None:
+                    scores.update((k, round(v, 6)) for k, v in result.produced.scores.items())
+                    for failure in result.produced.rule_errors:
+                        summary.rule_errors[failure.rule_id] += 1
+                outputs.scores.write(orjson.dumps(scores) + b"\n")
                 await _settle(processor, store, outputs, summary)
                 if i % 500 == 0:
                     bar.update(task, completed=i + 1)
@@ -184,7 +200,7 @@ async def _settle(
         internal = outputs.write(await store.drain(), summary)
 
 
-async def _write_state(store: Any, engine: Engine, out_dir: Path, summary: ReplaySummary) -> None:
+async def _write_state(store: Any, engine: Judge, out_dir: Path, summary: ReplaySummary) -> None:
     with (out_dir / "state.jsonl").open("wb") as fh:
         for customer_id in await store.customer_ids():
             state = await store.load(customer_id)

@@ -64,6 +64,10 @@ class CustomerState:
     default_notified: bool = False
     seq: int = 0  # commits so far: the store refuses a commit made on an older copy
     seen: str = ""  # 12-hex-digit hashes of the last events applied, newest last
+    det: dict[str, Any] = field(default_factory=dict)  # detector models of this customer
+    fired: dict[str, int] = field(default_factory=dict)  # dedup key -> last warning (Unix s)
+    pd: float | None = None  # the default model's last probability
+    detector_points: int = 0  # what the detectors add to the risk score
 
     def has_seen(self, event_id: str) -> bool:
         """Whether this event was already applied (among the last remembered ones)."""
@@ -116,6 +120,10 @@ class CustomerState:
             "dn": self.default_notified,
             "seq": self.seq,
             "seen": self.seen,
+            "det": self.det,
+            "fired": self.fired,
+            "pd": self.pd,
+            "dp": self.detector_points,
         }
 
     @classmethod
@@ -153,4 +161,9 @@ class CustomerState:
             default_notified=d["dn"],
             seq=d["seq"],
             seen=d["seen"],
+            # Added after version 3 was first written: absent in older records.
+            det=d.get("det") or {},
+            fired=d.get("fired") or {},
+            pd=d.get("pd"),
+            detector_points=d.get("dp", 0),
         )

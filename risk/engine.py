@@ -67,6 +67,8 @@ class Outcome:
     tasks: list[CollectionsTask] = field(default_factory=list)
     states: list[RiskState] = field(default_factory=list)
     internal: list[dict[str, Any]] = field(default_factory=list)  # for related customers
+    scores: dict[str, float] = field(default_factory=dict)  # detector scores of the event
+    rule_errors: list[Any] = field(default_factory=list)  # rules that raised while judging
 
     def __bool__(self) -> bool:
         return bool(self.alerts or self.tasks or self.states or self.internal)
@@ -75,9 +77,18 @@ class Outcome:
 class Engine:
     """Applies events and the passage of time to a customer's state."""
 
-    def __init__(self, settings: Settings, *, rule_set_version: str = "builtin-1") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        rule_set_version: str = "builtin-1",
+        builtin_rules: bool = True,
+    ) -> None:
         self.settings = settings
         self.rule_set_version = rule_set_version
+        # True: the engine raises its own threshold and contagion warnings. A
+        # rule set in charge (risk.judge) turns them off; classification stays.
+        self.builtin_rules = builtin_rules
         self._bands = settings.classification
         self._thresholds = tuple(settings.alerts.dpd_thresholds)
         self._stages = settings.collections.stage_starts
@@ -144,6 +155,8 @@ class Engine:
         out = Outcome()
         if state.as_of is None or to > state.as_of:
             self._progress(state, to, out)
+            # A salary that fails to arrive is news even when nothing else happens.
+            signals.check_income(self, state, to, out)
             signals.announce(self, state, to, f"tick:{to.isoformat()}", out)
         return out
 
@@ -428,6 +441,7 @@ class Engine:
             ),
             open_alerts=st.open_alerts,
             contagion=bool(st.contagion),
+            detectors=st.detector_points,
         )
 
     def _summarize(self, st: CustomerState, at: datetime, out: Outcome) -> None:
@@ -458,6 +472,8 @@ class Engine:
         explanation: dict[str, Any],
         source: str = "rule",
     ) -> None:
+        if not self.builtin_rules and source != "classification":
+            return
         if loan is not None:
             loan.open_alerts += 1
             st.open_alerts += 1

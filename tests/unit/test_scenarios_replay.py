@@ -44,7 +44,7 @@ def tmp(tmp_path: Path) -> Path:
 
 def test_salary_stop(tmp: Path) -> None:
     truth, alerts, states = replay("salary_stop", tmp)
-    late = [a for a in alerts if a["code"] == "salary_late"]
+    late = [a for a in alerts if a["code"] == "salary_missing"]
     assert [a["customer_id"] for a in late] == [truth["subject"]]
     expected = datetime.fromisoformat(truth["expected_at"])
     fired = datetime.fromisoformat(late[0]["triggered_at"])
@@ -52,12 +52,12 @@ def test_salary_stop(tmp: Path) -> None:
     assert abs(fired - (expected + grace)) < timedelta(days=2)
     assert states[truth["subject"]]["features"]["income_late"] is True
     for control in truth["controls"]:
-        assert "salary_late" not in codes_of(alerts, control)
+        assert "salary_missing" not in codes_of(alerts, control)
 
 
 def test_salary_cut(tmp: Path) -> None:
     truth, alerts, _ = replay("salary_cut", tmp)
-    drops = [a for a in alerts if a["code"] == "salary_drop"]
+    drops = [a for a in alerts if a["code"] == "salary_cut"]
     assert [a["evidence_event_ids"] for a in drops] == [[truth["cut_event_id"]]]
     for control in truth["controls"]:
         assert not [c for c in codes_of(alerts, control) if c.startswith("salary")]
@@ -66,13 +66,13 @@ def test_salary_cut(tmp: Path) -> None:
 def test_learned_cadence_income(tmp: Path) -> None:
     truth, alerts, states = replay("learned_cadence_income", tmp)
     subjects = [case["customer_id"] for case in truth["cases"]]
-    assert sorted(a["customer_id"] for a in alerts if a["code"] == "salary_late") == sorted(
+    assert sorted(a["customer_id"] for a in alerts if a["code"] == "salary_missing") == sorted(
         subjects
     )
     for s in subjects:
         assert states[s]["features"]["income_source"] == "learned cadence"
     for control in truth["controls"]:
-        assert "salary_late" not in codes_of(alerts, control)
+        assert "salary_missing" not in codes_of(alerts, control)
 
 
 def test_fund_diversion(tmp: Path) -> None:
@@ -99,13 +99,13 @@ def test_guarantor_contagion(tmp: Path) -> None:
 
 def test_large_exposure(tmp: Path) -> None:
     truth, alerts, states = replay("large_exposure", tmp)
-    breach = [a for a in alerts if a["code"] == "large_exposure"]
+    breach = [a for a in alerts if a["code"] == "large_exposure_breach"]
     assert sorted(a["customer_id"] for a in breach) == sorted(truth["group"])
     limit = Settings().features.large_exposure_limit
     for customer in truth["group"]:
         assert float(states[customer]["features"]["group_exposure"]) >= float(limit)
     for control in truth["controls"]:
-        assert "large_exposure" not in codes_of(alerts, control)
+        assert "large_exposure_breach" not in codes_of(alerts, control)
 
 
 def test_restructure_and_cure(tmp: Path) -> None:
