@@ -11,6 +11,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -52,6 +53,22 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         )
         return 2
 
+    rule_sets = _load_rule_sets(args)
+    if rule_sets is None:
+        return 2
+    if args.compare:
+        from rich.console import Console
+
+        from creditwatch.backtest import print_comparison, run_compare
+
+        report = asyncio.run(
+            run_compare(events, Path(args.out), settings, rule_sets[0], rule_sets[1])
+        )
+        print_comparison(report, Console(width=None if sys.stdout.isatty() else 140))
+        print(f"replay --compare: outputs in {args.out}/a, {args.out}/b, {args.out}/compare.json")
+        return 0
+    candidate = rule_sets[0][1] if rule_sets else None
+
     async def go() -> int:
         store = None
         redis = None
@@ -68,7 +85,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             store = redis_store(replay_settings, redis)
             await store.clear()
         try:
-            summary = await run_replay(events, Path(args.out), settings, store=store)
+            summary = await run_replay(
+                events, Path(args.out), settings, store=store, rule_set=candidate
+            )
         finally:
             if redis is not None:
                 await redis.aclose()
@@ -81,6 +100,24 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(go())
+
+
+def _load_rule_sets(args: argparse.Namespace) -> list[tuple[str, Any]] | None:
+    """The candidate rule set(s) of ``--rules``/``--compare``; None after printing problems."""
+    from rules.loader import RuleSetError, load_file
+
+    files = list(args.compare or ([args.rules] if args.rules else []))
+    loaded: list[tuple[str, Any]] = []
+    for name in files:
+        try:
+            loaded.append((Path(name).name, load_file(name)))
+        except FileNotFoundError:
+            print(f"creditwatch replay: no such rule file: {name}", file=sys.stderr)
+            return None
+        except RuleSetError as err:
+            print(f"creditwatch replay: {name} is not a valid rule set:\n{err}", file=sys.stderr)
+            return None
+    return loaded
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:
@@ -123,6 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis-prefix",
         default="cwreplay",
         help="key prefix replay owns in that Redis; emptied at start (default: cwreplay)",
+    )
+    candidates = replay.add_mutually_exclusive_group()
+    candidates.add_argument(
+        "--rules", metavar="FILE", help="judge with this rule set instead of the configured one"
+    )
+    candidates.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("FILE_A", "FILE_B"),
+        help="replay with each rule set and report, per rule, warnings added and removed, "
+        "precision and lead time against the defaults recorded in the events",
     )
     replay.set_defaults(func=_cmd_replay)
 

@@ -81,7 +81,7 @@ class Judge:
     def apply(self, state: CustomerState | None, event: Any) -> tuple[CustomerState, Outcome]:
         """Judge one validated input event; ``state`` is mutated and returned."""
         st = state if state is not None else CustomerState(customer_id=event.customer_id)
-        rs = self.rules() if self.rules is not None else None
+        rs = self._current()
         out = Outcome()
         if rs is not None and event.type in CLOCK_EVENTS:
             self._walk_days(st, event.occurred_at, rs, out)
@@ -107,13 +107,20 @@ class Judge:
 
     def advance(self, state: CustomerState, to: datetime) -> Outcome:
         """Let time pass: each local midnight on the way is judged as a ``tick``."""
-        rs = self.rules() if self.rules is not None else None
+        rs = self._current()
         if rs is None:
             return self.engine.advance(state, to)
         out = Outcome()
         self._walk_days(state, to, rs, out)
         _extend(out, self.engine.advance(state, to))
         return out
+
+    def _current(self) -> CompiledRuleSet | None:
+        """The version that judges this step; the engine's own warnings carry it too."""
+        rs = self.rules() if self.rules is not None else None
+        if rs is not None:
+            self.engine.rule_set_version = rs.version
+        return rs
 
     # -- time -------------------------------------------------------------------------
 
