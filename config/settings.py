@@ -154,6 +154,10 @@ class CollectionsSettings(_Frozen):
     legal_review_from_dpd: int = Field(default=91, ge=1)
     quiet_start_hour: int = Field(default=21, ge=0, le=23)
     quiet_end_hour: int = Field(default=8, ge=0, le=23)
+    # Public holidays of the customer's holiday_calendar are never contact days;
+    # weekends are, unless this is set (make-up working days stay contact days).
+    skip_public_holidays: bool = True
+    skip_weekends: bool = False
 
     @model_validator(mode="after")
     def _increasing(self) -> CollectionsSettings:

@@ -20,6 +20,7 @@ from typing import Any
 from config.settings import Settings
 from risk import signals
 from risk.classification import RANK, class_boundaries, loan_class, worst
+from risk.contact import ContactPolicy, next_lawful_contact
 from risk.customer import CustomerState
 from risk.ids import stable_id
 from risk.loans import ZERO, Loan
@@ -92,6 +93,13 @@ class Engine:
         self._bands = settings.classification
         self._thresholds = tuple(settings.alerts.dpd_thresholds)
         self._stages = settings.collections.stage_starts
+        cfg = settings.collections
+        self._contact = ContactPolicy(
+            quiet_start=cfg.quiet_start_hour,
+            quiet_end=cfg.quiet_end_hour,
+            skip_weekends=cfg.skip_weekends,
+            skip_holidays=cfg.skip_public_holidays,
+        )
         self._marks = tuple(
             sorted(
                 set(self._thresholds)
@@ -529,18 +537,12 @@ class Engine:
         )
 
     def lawful_contact_time(self, st: CustomerState, at: datetime) -> datetime:
-        """The first instant at or after ``at`` outside the customer's local quiet hours."""
-        cfg = self.settings.collections
-        local = at.astimezone(st.tz)
-        start, end = cfg.quiet_start_hour, cfg.quiet_end_hour
-        hour = local.hour
-        if start > end and hour >= start:  # evening part of a window across midnight
-            day = local.date() + timedelta(days=1)
-        elif (start > end and hour < end) or (start <= hour < end):
-            day = local.date()
-        else:
-            return local
-        return datetime.combine(day, time(end), tzinfo=st.tz)
+        """The first instant at or after ``at`` a collector may contact the customer.
+
+        Outside the customer's local quiet hours, and not on a public holiday
+        of the customer's calendar (nor a weekend, where configured).
+        """
+        return next_lawful_contact(at, st.tz, st.holiday_calendar, self._contact)
 
     # -- event handlers -------------------------------------------------------
 
