@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import DEFAULT_TOPICS
 
+Channel = Literal["sms", "email", "phone", "visit", "letter"]
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -158,6 +160,22 @@ class CollectionsSettings(_Frozen):
     # weekends are, unless this is set (make-up working days stay contact days).
     skip_public_holidays: bool = True
     skip_weekends: bool = False
+    # Contacts per channel a customer may receive per local day and per ISO week;
+    # a task over the cap is scheduled for the next day with room, never dropped.
+    daily_contact_caps: dict[Channel, int] = Field(
+        default_factory=lambda: {"sms": 1, "email": 1, "phone": 2, "visit": 1, "letter": 1}
+    )
+    weekly_contact_caps: dict[Channel, int] = Field(
+        default_factory=lambda: {"sms": 3, "email": 3, "phone": 6, "visit": 2, "letter": 2}
+    )
+
+    @field_validator("daily_contact_caps", "weekly_contact_caps")
+    @classmethod
+    def _positive_caps(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = sorted(k for k, v in value.items() if v < 1)
+        if bad:
+            raise ValueError(f"a contact cap must be at least 1 (channels {bad})")
+        return value
 
     @model_validator(mode="after")
     def _increasing(self) -> CollectionsSettings:

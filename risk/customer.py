@@ -68,6 +68,7 @@ class CustomerState:
     fired: dict[str, int] = field(default_factory=dict)  # dedup key -> last warning (Unix s)
     pd: float | None = None  # the default model's last probability
     detector_points: int = 0  # what the detectors add to the risk score
+    contacts: list[list[str]] = field(default_factory=list)  # [channel, local date] planned
 
     def has_seen(self, event_id: str) -> bool:
         """Whether this event was already applied (among the last remembered ones)."""
@@ -124,6 +125,7 @@ class CustomerState:
             "fired": self.fired,
             "pd": self.pd,
             "dp": self.detector_points,
+            "ct": self.contacts,
         }
 
     @classmethod
@@ -166,4 +168,5 @@ class CustomerState:
             fired=d.get("fired") or {},
             pd=d.get("pd"),
             detector_points=d.get("dp", 0),
+            contacts=d.get("ct") or [],
         )

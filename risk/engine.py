@@ -530,11 +530,41 @@ class Engine:
                 stage=stage,
                 channel=channel,
                 priority=STAGE_PRIORITY[stage],
-                not_before=self.lawful_contact_time(st, at),
+                not_before=self._schedule_contact(st, channel, at),
                 reason=f"loan {loan.loan_id} reached {dpd} days past due: {stage} stage",
                 created_at=at.astimezone(st.tz),
             )
         )
+
+    def _schedule_contact(self, st: CustomerState, channel: str, at: datetime) -> datetime:
+        """The lawful time for one more contact on ``channel``, within the contact caps.
+
+        A day (or ISO week) whose cap for the channel is used up moves the
+        contact to the next lawful day with room: scheduled, never dropped.
+        """
+        cfg = self.settings.collections
+        daily = cfg.daily_contact_caps.get(channel)  # type: ignore[call-overload]
+        weekly = cfg.weekly_contact_caps.get(channel)  # type: ignore[call-overload]
+        when = self.lawful_contact_time(st, at)
+        for _ in range(60):
+            day = when.date()
+            week = day.isocalendar()[:2]
+            same_day = sum(1 for c, d in st.contacts if c == channel and d == day.isoformat())
+            same_week = sum(
+                1
+                for c, d in st.contacts
+                if c == channel and date.fromisoformat(d).isocalendar()[:2] == week
+            )
+            if (daily is None or same_day < daily) and (weekly is None or same_week < weekly):
+                break
+            nxt = day + timedelta(days=1)
+            if weekly is not None and same_week >= weekly:
+                nxt = day + timedelta(days=7 - day.weekday())  # next Monday
+            when = self.lawful_contact_time(st, datetime.combine(nxt, time(0), tzinfo=st.tz))
+        horizon = (when.date() - timedelta(days=14)).isoformat()
+        st.contacts = [c for c in st.contacts if c[1] >= horizon]
+        st.contacts.append([channel, when.date().isoformat()])
+        return when
 
     def lawful_contact_time(self, st: CustomerState, at: datetime) -> datetime:
         """The first instant at or after ``at`` a collector may contact the customer.

@@ -97,3 +97,67 @@ def test_collections_tasks_carry_the_lawful_time() -> None:
     # 1-3 October are public holidays: the reminder waits for Sunday the 4th at 08:00,
     # the first day that is neither a holiday nor (by default) excluded.
     assert reminders[0].not_before == datetime(2026, 10, 4, 8, 0, tzinfo=SH)
+
+
+def _book(engine: Engine, loans: int, consent: dict[str, bool] | None = None) -> object:
+    st, _ = engine.apply(
+        None,
+        CustomerUpdated(
+            event_id="u",
+            customer_id="C",
+            occurred_at="2026-03-01T00:00:00+08:00",
+            timezone="Asia/Shanghai",
+            contact_consent=consent,
+        ),
+    )
+    for n in range(loans):
+        st, _ = engine.apply(
+            st,
+            InstallmentDue(
+                event_id=f"d{n}",
+                customer_id="C",
+                occurred_at="2026-03-01T00:00:00+08:00",
+                loan_id=f"L{n}",
+                installment_no=1,
+                due_date="2026-03-10",
+                amount_due="100.00",
+                currency="CNY",
+            ),
+        )
+    return st
+
+
+def test_a_channel_over_its_daily_cap_is_scheduled_for_the_next_day_not_dropped() -> None:
+    engine = Engine(Settings())
+    st = _book(engine, loans=3)
+    out = engine.advance(st, datetime(2026, 3, 11, 12, 0, tzinfo=SH))  # type: ignore[arg-type]
+    reminders = sorted(t.not_before for t in out.tasks if t.stage == "reminder")
+    assert len(reminders) == 3  # one per loan, none dropped
+    assert [r.date().isoformat() for r in reminders] == ["2026-03-11", "2026-03-12", "2026-03-13"]
+    assert all(t.channel == "sms" for t in out.tasks)
+
+
+def test_the_weekly_cap_moves_contact_to_the_next_week() -> None:
+    settings = Settings(
+        collections={"daily_contact_caps": {"sms": 5}, "weekly_contact_caps": {"sms": 2}}
+    )
+    engine = Engine(settings)
+    st = _book(engine, loans=3)
+    out = engine.advance(st, datetime(2026, 3, 11, 12, 0, tzinfo=SH))  # type: ignore[arg-type]
+    days = sorted(t.not_before.date().isoformat() for t in out.tasks if t.stage == "reminder")
+    assert days == ["2026-03-11", "2026-03-11", "2026-03-16"]  # Monday of the next week
+
+
+def test_without_consent_for_messages_the_reminder_goes_by_letter() -> None:
+    engine = Engine(Settings())
+    st = _book(engine, loans=1, consent={"sms": False, "email": False})
+    out = engine.advance(st, datetime(2026, 3, 11, 12, 0, tzinfo=SH))  # type: ignore[arg-type]
+    assert [t.channel for t in out.tasks if t.stage == "reminder"] == ["letter"]
+
+
+def test_a_cap_below_one_is_refused_at_start_naming_the_field() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="daily_contact_caps"):
+        Settings(collections={"daily_contact_caps": {"sms": 0}})
