@@ -3,18 +3,32 @@
 Run: ``.venv/bin/python -m bench.rules_eval [--customers 300] [--months 2] [--repeat 3]``
 
 A seeded book (``creditwatch.simulate``) is decoded with the edge decoder and
-applied with the real engine, customer by customer in time order, exactly as
-the worker does. Only the rule work is timed, per event:
+run through the real engine (``risk.engine.Engine``, its built-in threshold
+warnings off, as when a rule set is in charge) in event-time order, the way
+the processing path (``risk.judge``) judges it:
 
-- ``capture``: the values some rules compare with, read before ``Engine.apply``;
-- ``evaluate``: the lazy feature view after the event, and every rule that
-  applies to the event's type (hits with their explanations included).
+- each input event is captured for, applied with ``Engine.apply`` and judged;
+- before a servicing event, and at every UTC midnight the stream crosses (the
+  worker's DPD tick) for each customer whose arrears can still grow, each of
+  the customer's local midnights since the state's instant is judged as a
+  ``tick`` around ``Engine.advance``;
+- the related-party events a step announces (``related.exposure``,
+  ``related.default``) are decoded with the internal decoder and judged for
+  the related customer at once, as replay does.
 
-The engine's own work is not timed (it is the same with or without rules).
-Each event is timed with ``perf_counter_ns``; the figure reported is the mean
-over all events of the best of ``--repeat`` passes (later passes reuse the
-already-built states, so each pass re-runs the whole book from scratch), and
-the 99th percentile of the same pass. The budget is 50 µs per event.
+Only the rule work is timed, per judged event, and exactly the calls the
+processing path makes around the engine step:
+
+- ``capture``: the values some rules compare with, read before the step;
+- ``view`` + ``evaluate``: the lazy feature view after the step, and every
+  rule that applies to the event's type (hits with their explanations).
+
+The engine's own work is timed separately, for scale only. Each event is timed
+with ``perf_counter_ns``; every pass re-runs the whole book from empty states,
+and the pass with the lowest mean is reported: mean, p50 and p99 per event
+type and overall. The budget is 50 µs per event; the exit status is 1 when the
+overall mean is over it. Figures move with whatever else the machine runs:
+compare runs made back to back.
 """
 
 from __future__ import annotations
@@ -24,47 +38,117 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
 from typing import Any
+
+import orjson
 
 from config.settings import Settings
 from creditwatch.simulate.book import BookConfig, dumps_event, generate_book
 from risk.customer import CustomerState
-from risk.engine import Engine
+from risk.engine import CLOCK_EVENTS, Engine, Outcome
+from risk.store import needs_tick
+from rules.engine import CompiledRuleSet
+from rules.features import Tick
 from rules.loader import load_default
 from schemas.codec import decode_event
+from schemas.internal import decode_internal
 
 BUDGET_US = 50.0
+Step = Callable[[CustomerState], tuple[CustomerState, Outcome]]
 
 
-def run_pass(
-    events: list[Any], engine: Engine, rules: Any, engine_ns: list[int] | None = None
-) -> tuple[list[int], Counter[str]]:
+@dataclass(slots=True)
+class Pass:
+    """The timings of one pass over the book."""
+
+    rule_ns: dict[str, list[int]] = field(default_factory=dict)  # by event type
+    engine_ns: list[int] = field(default_factory=list)
+    hits: Counter[str] = field(default_factory=Counter)
+
+    def all(self) -> list[int]:
+        return [t for ts in self.rule_ns.values() for t in ts]
+
+
+def run_pass(events: list[Any], engine: Engine, rules: CompiledRuleSet) -> Pass:
+    """One pass over ``events`` from empty states, judging every step the worker judges."""
     states: dict[str, CustomerState] = {}
-    timings: list[int] = []
-    hits: Counter[str] = Counter()
+    result = Pass()
     clock = time.perf_counter_ns
-    for event in events:
+
+    def judge(event: Any, step: Step) -> Outcome:
         state = states.get(event.customer_id)
+        if state is None:  # the processing path creates it before judging, untimed
+            state = CustomerState(customer_id=event.customer_id)
         t0 = clock()
         before = rules.capture(state, engine, event)
         t1 = clock()
-        state, _ = engine.apply(state, event)
+        state, out = step(state)
         t2 = clock()
-        result = rules.evaluate(event, rules.view(state, engine, event, before), None)
+        verdict = rules.evaluate(event, rules.view(state, engine, event, before), None)
         t3 = clock()
         states[event.customer_id] = state
-        timings.append((t1 - t0) + (t3 - t2))
-        if engine_ns is not None:
-            engine_ns.append(t2 - t1)
-        for h in result.hits:
-            hits[h.rule_id] += 1
-        for e in result.errors:
-            hits[f"ERROR {e.rule_id}"] += 1
-    return timings, hits
+        result.rule_ns.setdefault(event.type, []).append((t1 - t0) + (t3 - t2))
+        result.engine_ns.append(t2 - t1)
+        for h in verdict.hits:
+            result.hits[h.rule_id] += 1
+        for e in verdict.errors:
+            result.hits[f"ERROR {e.rule_id}"] += 1
+        return out
+
+    def walk_days(customer_id: str, to: datetime) -> None:
+        """Each local midnight in ``(as_of, to]`` judged as a tick, as the processing does."""
+        st = states.get(customer_id)
+        if st is None or st.as_of is None or to <= st.as_of:
+            return
+        if not any(ln.status == "open" for ln in st.loans.values()):
+            return
+        day = st.as_of.astimezone(st.tz).date() + timedelta(days=1)
+        while (midnight := datetime.combine(day, clock_time(0), st.tz)) <= to:
+            tick = Tick.model_construct(
+                event_id=f"tick:{midnight.isoformat()}",
+                customer_id=customer_id,
+                occurred_at=midnight,
+            )
+            drain(judge(tick, lambda s, to=midnight: (s, engine.advance(s, to))))
+            day += timedelta(days=1)
+
+    def drain(out: Outcome) -> None:
+        """The related-party events a step announced, applied to those customers at once."""
+        for announced in out.internal:
+            related = decode_internal(orjson.dumps(announced))
+            drain(judge(related, lambda s, ev=related: engine.apply(s, ev)))
+
+    def process(event: Any) -> None:
+        if event.type in CLOCK_EVENTS:
+            walk_days(event.customer_id, event.occurred_at)
+        drain(judge(event, lambda s: engine.apply(s, event)))
+
+    last_tick: datetime | None = None
+    for event in events:
+        midnight = datetime.combine(event.occurred_at.astimezone(UTC).date(), clock_time(0), UTC)
+        if last_tick is not None and midnight > last_tick:
+            for customer_id in sorted(c for c, st in states.items() if needs_tick(st)):
+                walk_days(customer_id, midnight)  # the worker's periodic DPD tick
+                drain(engine.advance(states[customer_id], midnight))
+        if last_tick is None or midnight > last_tick:
+            last_tick = midnight
+        process(event)
+    return result
+
+
+def _row(label: str, ns: list[int]) -> str:
+    us = sorted(t / 1000 for t in ns)
+    p50 = us[len(us) // 2]
+    p99 = us[min(len(us) - 1, int(len(us) * 0.99))]
+    return f"  {label:<20} {len(us):>7} {statistics.fmean(us):>9.2f} {p50:>9.2f} {p99:>9.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--customers", type=int, default=300)
     parser.add_argument("--months", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
@@ -73,31 +157,34 @@ def main(argv: list[str] | None = None) -> int:
     book = generate_book(BookConfig(customers=args.customers, months=args.months))
     events = [decode_event(dumps_event(e)) for e in book]
     rules = load_default()
-    engine = Engine(Settings(), rule_set_version=rules.version)
+    # as the processing path runs it: the rule set decides warnings, the engine keeps
+    # only its classification ones
+    engine = Engine(Settings(), rule_set_version=rules.version, builtin_rules=False)
 
-    best: list[int] | None = None
-    hits: Counter[str] = Counter()
-    engine_ns: list[int] = []
+    best: Pass | None = None
     for _ in range(args.repeat):
-        timings, hits = run_pass(events, engine, rules, engine_ns)
-        if best is None or statistics.fmean(timings) < statistics.fmean(best):
-            best = timings
+        result = run_pass(events, engine, rules)
+        if best is None or statistics.fmean(result.all()) < statistics.fmean(best.all()):
+            best = result
     assert best is not None
-    mean_us = statistics.fmean(best) / 1000
-    p99_us = sorted(best)[int(len(best) * 0.99)] / 1000
-    types = Counter(e.type for e in events)
+    overall = best.all()
+    mean_us = statistics.fmean(overall) / 1000
     print(f"rule set {rules.name} {rules.version}: {len(rules.rules)} rules")
-    print(f"events: {len(events)} ({args.customers} customers, {args.months} months)")
-    print("  " + ", ".join(f"{t} {n}" for t, n in types.most_common()))
     print(
-        f"rule cost per event: mean {mean_us:.2f} µs, p99 {p99_us:.2f} µs "
-        f"(budget {BUDGET_US:.0f} µs)"
+        f"judged: {len(overall)} ({len(events)} input events, {args.customers} customers, "
+        f"{args.months} months, with DPD ticks and related-party events)"
     )
+    print(f"rule cost per judged event (capture + view + evaluate), best of {args.repeat} passes:")
+    print(f"  {'event type':<20} {'count':>7} {'mean µs':>9} {'p50 µs':>9} {'p99 µs':>9}")
+    for event_type, ns in sorted(best.rule_ns.items(), key=lambda kv: -len(kv[1])):
+        print(_row(event_type, ns))
+    print(_row("ALL", overall))
+    print(f"budget {BUDGET_US:.0f} µs per event: {'met' if mean_us < BUDGET_US else 'MISSED'}")
     print(
-        f"for scale, Engine.apply on the same events: mean "
-        f"{statistics.fmean(engine_ns) / 1000:.2f} µs"
+        f"for scale, the engine step on the same events: mean "
+        f"{statistics.fmean(best.engine_ns) / 1000:.2f} µs"
     )
-    print("hits: " + (", ".join(f"{k} {v}" for k, v in sorted(hits.items())) or "none"))
+    print("hits: " + (", ".join(f"{k} {v}" for k, v in sorted(best.hits.items())) or "none"))
     return 0 if mean_us < BUDGET_US else 1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
 class Metrics:
@@ -45,6 +46,12 @@ class Metrics:
             "creditwatch_processing_seconds",
             "Time to process one input event, from arrival to decision.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_events = Histogram(
+            "creditwatch_batch_events",
+            "Input events per batch an agent hands to the processor (bigger under backlog).",
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.published = Counter(

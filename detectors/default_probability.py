@@ -5,9 +5,16 @@ customer's risk features (:data:`FEATURES`, built by
 :func:`detectors.features.risk_x`). Its raw output is passed through a
 running Platt scaling (``sigmoid(a * logit + b)``) fitted *prequentially*:
 each labelled example first updates the calibrator with the score the model
-gave it before seeing its label, then trains the model. Until ``min_labels``
-labels have arrived the score is the smoothed observed default rate, so it
-still reads as a probability.
+gave it before seeing its label, then trains the model.
+
+A model with no labels knows nothing, and labels take months to come. So the
+score starts from a *prior*: a small expert scorecard (:data:`PRIOR`: days
+past due, failed collections, late payments, restructuring, diverted funds,
+income trouble, drifting repayments... each with a weight, and an intercept
+for a few per cent of defaults), blended in logit space with the calibrated
+model, the prior's weight ``min_labels / (min_labels + labels)`` shrinking as
+labels arrive. The score ranks customers sensibly from the first day and is
+the model's own once it has learned (``creditwatch evaluate`` measures both).
 
 Labels come late: a default is known months after the features that
 predicted it. A bounded per-customer *book* of feature snapshots (one per
@@ -69,6 +76,24 @@ FEATURES: tuple[str, ...] = (
 )
 DAY = 86400.0
 
+PRIOR_INTERCEPT = -3.5
+PRIOR: dict[str, float] = {
+    "max_dpd": 3.0,  # 90 days past due: +3
+    "failed_streak": 2.0,
+    "failed_30d": 1.5,
+    "late_share": 1.0,
+    "partial_payments": 0.5,
+    "restructured": 1.0,
+    "diverted_share": 1.0,
+    "debt_to_income": 1.0,
+    "income_late": 1.0,
+    "income_dropped": 0.7,
+    "cash_share_30d": 0.5,
+    "balance_to_income": -0.5,
+    "drift_score": 1.0,
+}
+"""The prior scorecard's weights on :data:`FEATURES` (logit per unit of feature)."""
+
 
 def _logit(p: float) -> float:
     p = clip(p, 1e-6, 1 - 1e-6)
@@ -84,7 +109,7 @@ class DefaultProbability(Detector):
     """Calibrated online logistic regression over :data:`FEATURES`, with delayed labels."""
 
     name: ClassVar[str] = "default_probability"
-    code_version: ClassVar[str] = "1"
+    code_version: ClassVar[str] = "2"
 
     def __init__(
         self,
@@ -128,10 +153,14 @@ class DefaultProbability(Detector):
         return (self.positives + 1.0) / (self.labels + 20.0)
 
     def score_one(self, x: Features) -> float:
-        """The calibrated probability that this customer defaults within the horizon."""
-        if self.labels < self.min_labels:
-            return self.base_rate()
-        return _sigmoid(self.a * self._raw_logit(self._vector(x)) + self.b)
+        """The probability that this customer defaults within the horizon."""
+        vector = self._vector(x)
+        prior = PRIOR_INTERCEPT + sum(w * vector[key] for key, w in PRIOR.items())
+        weight = self.min_labels / (self.min_labels + self.labels) if self.min_labels else 0.0
+        if weight >= 1.0:
+            return _sigmoid(prior)
+        learned = self.a * self._raw_logit(vector) + self.b
+        return _sigmoid(weight * prior + (1.0 - weight) * learned)
 
     def learn_one(self, x: Features) -> None:
         """Nothing to learn without a label: see :meth:`feedback`."""

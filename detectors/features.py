@@ -33,53 +33,75 @@ from typing import Any
 
 from risk.customer import CustomerState
 from risk.signals import RISKY_COUNTERPARTIES
+from risk.transactions import CHANNEL_CODE
+from risk.windows import Windows, resolution_for
 from schemas.events import RepaymentFailed, RepaymentReceived, TransactionPosted
 
 DAY = 86400
 CASH_CHANNELS = frozenset({"atm", "cash"})
+DEBIT_CODES = frozenset("-" + code for code in CHANNEL_CODE.values())  # risk.transactions
+CASH_CODES = frozenset({"-a", "-h"})  # debits at an ATM or in cash
 NOVELTY_WARM_UP = 10
 
 
-def _night(hour: int, start: int, end: int) -> bool:
-    return (hour >= start or hour < end) if start > end else (start <= hour < end)
+_TAU_PER_HOUR = 2.0 * math.pi / 24.0
+_SIN = math.sin
+_COS = math.cos
+_LOG10 = math.log10
 
 
 def transaction_x(
     ev: TransactionPosted, st: CustomerState, *, night_hours: tuple[int, int] = (22, 6)
 ) -> dict[str, Any]:
-    """Features of one posted transaction for every transaction detector."""
-    local = ev.occurred_at.astimezone(st.tz)
-    hour = local.hour + local.minute / 60.0
+    """Features of one posted transaction for every transaction detector.
+
+    Built once per event and read by every detector, so it is written for
+    speed: one conversion to local time, no intermediate objects.
+    """
+    occurred = ev.occurred_at
+    local = occurred.astimezone(st.tz)
+    local_hour = local.hour
+    hour = local_hour + local.minute / 60.0
+    weekday = local.weekday()
     amount = float(ev.amount)
+    channel = ev.channel
     debit = ev.direction == "debit"
-    angle = 2.0 * math.pi * hour / 24.0
+    angle = _TAU_PER_HOUR * hour
+    start, end = night_hours
+    night = (local_hour >= start or local_hour < end) if start > end else start <= local_hour < end
+    log_amount = _LOG10(1.0 + amount) / 6.0
     x: dict[str, Any] = {
-        "ts": ev.occurred_at.timestamp(),
+        "ts": occurred.timestamp(),
         "amount": amount,
         "direction": ev.direction,
-        "channel": ev.channel,
-        "hour_of_week": local.weekday() * 24 + hour,
+        "channel": channel,
+        "hour_of_week": weekday * 24 + hour,
         "segment": st.segment or "unknown",
         "debit": 1.0 if debit else 0.0,
-        "cash": 1.0 if debit and ev.channel in CASH_CHANNELS else 0.0,
-        "log_amount": min(math.log10(1.0 + amount) / 6.0, 1.0),
-        "hour_sin": 0.5 + 0.5 * math.sin(angle),
-        "hour_cos": 0.5 + 0.5 * math.cos(angle),
-        "weekend": 1.0 if local.weekday() >= 5 else 0.0,
-        "night": 1.0 if _night(local.hour, *night_hours) else 0.0,
-        "online": 1.0 if ev.channel == "online" else 0.0,
-        "transfer": 1.0 if ev.channel == "transfer" else 0.0,
+        "cash": 1.0 if debit and channel in CASH_CHANNELS else 0.0,
+        "log_amount": log_amount if log_amount < 1.0 else 1.0,
+        "hour_sin": 0.5 + 0.5 * _SIN(angle),
+        "hour_cos": 0.5 + 0.5 * _COS(angle),
+        "weekend": 1.0 if weekday >= 5 else 0.0,
+        "night": 1.0 if night else 0.0,
+        "online": 1.0 if channel == "online" else 0.0,
+        "transfer": 1.0 if channel == "transfer" else 0.0,
         "risky_counterparty": 1.0 if ev.counterparty_type in RISKY_COUNTERPARTIES else 0.0,
     }
-    warm = st.tx.seen >= NOVELTY_WARM_UP
-    if ev.country is not None:
-        x["country"] = ev.country
-        x["new_country"] = 1.0 if warm and ev.country not in st.tx.countries else 0.0
-    if ev.merchant_category is not None:
-        x["mcc"] = ev.merchant_category
-        x["new_mcc"] = 1.0 if warm and ev.merchant_category not in st.tx.mccs else 0.0
-    if st.monthly_income:
-        x["to_income"] = min(amount / float(st.monthly_income), 2.0) / 2.0
+    tx = st.tx
+    warm = tx.seen >= NOVELTY_WARM_UP
+    country = ev.country
+    if country is not None:
+        x["country"] = country
+        x["new_country"] = 1.0 if warm and country not in tx.countries else 0.0
+    mcc = ev.merchant_category
+    if mcc is not None:
+        x["mcc"] = mcc
+        x["new_mcc"] = 1.0 if warm and mcc not in tx.mccs else 0.0
+    income = st.monthly_income
+    if income:
+        share = amount / float(income)
+        x["to_income"] = 1.0 if share > 2.0 else share / 2.0
     return x
 
 
@@ -123,11 +145,7 @@ def risk_x(st: CustomerState, at: int, *, drift_score: float = 0.0) -> dict[str,
         (float(ln.diverted / ln.principal) for ln in st.loans.values() if ln.principal),
         default=0.0,
     )
-    w = st.tx.windows
-    debits = w.totals("-", 30 * DAY, w.newest) if w.newest else {}
-    spent = sum(a for code, (_, a) in debits.items() if len(code) == 2)
-    cash = sum(debits.get(code, (0, 0))[1] for code in ("-a", "-h"))
-    levels = w.levels("b", 30 * DAY, w.newest) if w.newest else []
+    spent, cash, balance = _month_of_spending(st.tx.windows)
     x = {
         "max_dpd": min(max((ln.dpd_seen for ln in open_loans), default=0) / 90.0, 2.0),
         "failed_streak": min(max((ln.failed_streak for ln in open_loans), default=0) / 3.0, 2.0),
@@ -143,6 +161,33 @@ def risk_x(st: CustomerState, at: int, *, drift_score: float = 0.0) -> dict[str,
     }
     if income:
         x["debt_to_income"] = min(float(due) / income, 2.0)
-        if levels:
-            x["balance_to_income"] = max(min(levels[-1][1] / 100.0 / income, 2.0), -2.0)
+        if balance is not None:
+            x["balance_to_income"] = max(min(balance / 100.0 / income, 2.0), -2.0)
     return x
+
+
+def _month_of_spending(w: Windows) -> tuple[int, int, int | None]:
+    """Debits, cash debits (cents) and the latest balance over the 30 days to the newest event.
+
+    One pass over the day buckets, where ``Windows.totals`` and ``Windows.levels``
+    would take two and build what is summed here: the default model's features
+    are computed on every servicing event.
+    """
+    if not w.newest:
+        return 0, 0, None
+    size = resolution_for(30 * DAY)
+    first = (w.newest - 30 * DAY) // size
+    last = w.newest // size
+    spent = cash = 0
+    balance_day, balance = -1, None
+    for index, bucket in w.buckets[size].items():
+        if first <= index <= last:
+            for code, slot in bucket.items():
+                if code in DEBIT_CODES:
+                    spent += slot[1]
+                    if code in CASH_CODES:
+                        cash += slot[1]
+            level = bucket.get("b")
+            if level is not None and index > balance_day:
+                balance_day, balance = index, level[1]
+    return spent, cash, balance

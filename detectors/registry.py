@@ -14,7 +14,7 @@ True
 True
 >>> sorted(REGISTRY)  # doctest: +NORMALIZE_WHITESPACE
 ['default_probability', 'population_anomaly', 'repayment_drift',
- 'transaction_anomaly', 'velocity_burst']
+ 'spending_drift', 'transaction_anomaly', 'velocity_burst']
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from detectors.base import CustomerDetector, Detector
 from detectors.default_probability import DefaultProbability
 from detectors.population import PopulationAnomaly
 from detectors.repayment import RepaymentDrift
+from detectors.spending import SpendingDrift
 from detectors.transaction import TransactionAnomaly
 from detectors.velocity import VelocityBurst
 
@@ -69,6 +70,7 @@ def _specs() -> dict[str, Spec]:
         Spec("transaction_anomaly", TransactionAnomaly, "customer"),
         Spec("velocity_burst", VelocityBurst, "customer"),
         Spec("repayment_drift", RepaymentDrift, "customer"),
+        Spec("spending_drift", SpendingDrift, "customer"),
         Spec("population_anomaly", PopulationAnomaly, "shared", {"seed": 42}),
         Spec("default_probability", DefaultProbability, "shared", {"seed": 42}),
     )

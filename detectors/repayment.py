@@ -11,7 +11,9 @@ failure). A customer who always paid two days early and now pays on the due
 date, then three days late, then short, accumulates evidence long before any
 DPD threshold; one late payment followed by a return to habit decays away.
 
-The score is the sum of the three CUSUMs after this event.
+The score is the sum of the three CUSUMs after this event. An analyst's
+"false positive" on a drift warning empties the CUSUMs (the baseline keeps
+what it learned).
 
 >>> det = RepaymentDrift()
 >>> m = det.init()
@@ -90,6 +92,11 @@ class RepaymentDrift(CustomerDetector):
     def score_parts(self, x: Features, model: CustomerModel) -> tuple[float, dict[str, float]]:
         parts = self.explain(x, model)
         return float(sum(parts.values())), parts
+
+    def feedback(self, x: Features, model: CustomerModel, label: bool) -> None:
+        """A false positive: the drift was explained (a changed pay date...); start afresh."""
+        if not label:
+            model["c"] = [0.0, 0.0, 0.0]
 
     def observe_flagged(self, x: Features, model: CustomerModel) -> None:
         c = self._cusums(x, model)

@@ -7,7 +7,9 @@ enough to warn about, and whether the detector should learn from it. With
 run of anomalies cannot teach the model that they are normal (the threshold
 itself still sees every score, so it follows the score distribution). A
 per-detector *floor* (:data:`DEFAULT_FLOORS`) keeps zero-inflated scores from
-flagging every blip when the quantile itself is 0.
+flagging every blip when the quantile itself is 0. A score must be strictly
+above the quantile, so a detector whose score does not vary (the default
+model before it has labels) flags nothing.
 
 A threshold only exists after ``min_count`` scores of that detector in that
 segment: nothing is flagged during its warm-up.
@@ -27,24 +29,29 @@ False
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from river import stats
 
 from detectors.base import Detector, Features, text
 
+_INF = math.inf
+
 DEFAULT_FLOORS: dict[str, float] = {
-    "transaction_anomaly": 3.0,
+    "transaction_anomaly": 5.0,
     "velocity_burst": 5.0,
     "repayment_drift": 3.0,
+    "spending_drift": 6.0,
+    "default_probability": 0.3,
 }
 """Scores never flagged whatever the quantile says: most customers' scores are exactly
-0 (no burst, no drift), so the quantile alone would flag any blip above 0."""
+0 (no burst, no drift), so the quantile alone would flag any blip above 0, and a
+small or young population's quantile is a rough one. The values are read off
+``creditwatch evaluate`` (the scores of the customers without a story)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the threshold made of one score."""
+class Decision(NamedTuple):
+    """What the threshold made of one score (a tuple: made for every score, so cheap)."""
 
     score: float
     threshold: float | None
@@ -71,39 +78,51 @@ class Thresholds:
         self.min_score = min_score
         self.floors = dict(DEFAULT_FLOORS if floors is None else floors)
         self.refuse_learning_when_flagged = refuse_learning_when_flagged
-        self._quantiles: dict[tuple[str, str], stats.Quantile] = {}
-        self._counts: dict[tuple[str, str], int] = {}
+        # detector -> segment -> [scores seen, their running quantile]
+        self._slots: dict[str, dict[str, list]] = {}
+
+    def _slot(self, detector: str, segment: str | None) -> list | None:
+        return self._slots.get(detector, {}).get(segment or "unknown")
+
+    def count(self, detector: str, segment: str | None) -> int:
+        """How many finite scores of this detector and segment the threshold has seen."""
+        slot = self._slot(detector, segment)
+        return 0 if slot is None else slot[0]
 
     def threshold(self, detector: str, segment: str | None) -> float | None:
         """The current threshold, or None while this detector/segment is warming up."""
-        key = (detector, segment or "unknown")
-        if self._counts.get(key, 0) < self.min_count:
+        slot = self._slot(detector, segment)
+        if slot is None or slot[0] < self.min_count:
             return None
-        return self._quantiles[key].get()
+        return slot[1].get()
 
     def observe(self, detector: str, segment: str | None, score: float) -> Decision:
         """Judge ``score`` against the threshold as it stood, then update the threshold."""
-        key = (detector, segment or "unknown")
-        count = self._counts.get(key, 0)
-        quantile = self._quantiles.get(key)
-        threshold = quantile.get() if quantile is not None and count >= self.min_count else None
-        finite = math.isfinite(score)
-        flagged = (
-            threshold is not None
-            and finite
-            and score > self.min_score
-            and score >= threshold
-            and score >= self.floors.get(detector, 0.0)
-        )
-        if finite:
-            if quantile is None:
-                quantile = self._quantiles[key] = stats.Quantile(
-                    self.q_by_detector.get(detector, self.q)
-                )
+        segments = self._slots.get(detector)
+        if segments is None:
+            segments = self._slots[detector] = {}
+        slot = segments.get(segment or "unknown")
+        if slot is None:
+            slot = segments[segment or "unknown"] = [
+                0,
+                stats.Quantile(self.q_by_detector.get(detector, self.q)),
+            ]
+        count, quantile = slot
+        threshold = quantile.get() if count >= self.min_count else None
+        if -_INF < score < _INF:
+            flagged = (
+                threshold is not None
+                and score > self.min_score
+                and score > threshold
+                and score >= self.floors.get(detector, 0.0)
+            )
             quantile.update(score)
-            self._counts[key] = count + 1
-        learn = not (flagged and self.refuse_learning_when_flagged)
-        return Decision(score, threshold, flagged, learn)
+            slot[0] = count + 1
+        else:
+            flagged = False
+        return Decision(
+            score, threshold, flagged, not (flagged and self.refuse_learning_when_flagged)
+        )
 
 
 class ThresholdFilter(Detector):
@@ -136,7 +155,8 @@ class ThresholdFilter(Detector):
         return (
             threshold is not None
             and score > t.min_score
-            and score >= max(threshold, t.floors.get(self.name, 0.0))
+            and score > threshold
+            and score >= t.floors.get(self.name, 0.0)
         )
 
     def learn_one(self, x: Features) -> None:

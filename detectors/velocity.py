@@ -30,11 +30,15 @@ True
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from detectors.base import CustomerDetector, CustomerModel, Features, num
+from detectors.base import CustomerDetector, CustomerModel, Features, as_num, q4
 
 DAY = 86400.0
+_NAN = math.nan
+_EXP = math.exp
+_EXPM1 = math.expm1
+_LOG = math.log
 # kind: (feature flag, short window s, long window s, prior rate per day, prior events)
 KINDS: dict[str, tuple[str, float, float, float, float]] = {
     "d": ("debit", 3600.0, 30 * DAY, 2.0, 4.0),
@@ -47,7 +51,7 @@ class VelocityBurst(CustomerDetector):
     """Bursts of debits, cash withdrawals and failed collections (see module docstring)."""
 
     name: ClassVar[str] = "velocity_burst"
-    code_version: ClassVar[str] = "1"
+    code_version: ClassVar[str] = "2"
 
     def __init__(
         self,
@@ -60,56 +64,88 @@ class VelocityBurst(CustomerDetector):
         self.cash_window_s = cash_window_s
         self.failed_window_s = failed_window_s
         windows = {"d": debit_window_s, "c": cash_window_s, "f": failed_window_s}
-        self._kinds = {
-            k: (flag, windows[k], long, rate, prior)
+        # kind, flag, short window, long window, prior events / prior exposure (s)
+        self._kinds = tuple(
+            (k, flag, windows[k], long, prior, prior * DAY / rate)
             for k, (flag, _, long, rate, prior) in KINDS.items()
-        }
+        )
 
     def init(self) -> CustomerModel:
         return {}
 
-    def explain(self, x: Features, model: CustomerModel) -> dict[str, float]:
-        ts = num(x, "ts", math.nan)
-        if math.isnan(ts):
-            return {}
-        parts: dict[str, float] = {}
-        for kind, (flag, short, long, rate, prior) in self._kinds.items():
-            if num(x, flag) <= 0:
+    # -- one pass: what the stack calls ----------------------------------------------
+
+    def begin(self, x: Features, model: CustomerModel) -> tuple[float, Any]:
+        """The largest deviance over the kinds ``x`` is; the memo holds the decayed counts."""
+        ts = as_num(x.get("ts"), _NAN)
+        if ts != ts:
+            return 0.0, None
+        t0 = model.get("t0", ts)
+        elapsed = ts - t0 if ts > t0 else 0.0
+        touched = []
+        best = 0.0
+        for kind, flag, short, long, prior, prior_exposure in self._kinds:
+            value = x.get(flag)
+            if value is None:
                 continue
-            s, lng, last = model.get(kind, (0.0, 0.0, ts))
-            dt = max(ts - last, 0.0)
-            k = s * math.exp(-dt / short)
-            level = lng * math.exp(-dt / long)
-            elapsed = max(ts - model.get("t0", ts), 0.0)
-            exposure = long * -math.expm1(-elapsed / long)
-            expected = (level + prior) / (exposure + prior * DAY / rate) * short
-            deviance = k * math.log(k / expected) - (k - expected) if k > expected else 0.0
-            parts[flag] = round(min(deviance, 1e6), 4)
-        return parts
+            if not (value.__class__ is float and value > 0.0) and as_num(value) <= 0.0:
+                continue
+            state = model.get(kind)
+            if state is None:
+                k = level = 0.0
+                last = ts
+            else:
+                s, lng, last = state
+                dt = ts - last if ts > last else 0.0
+                k = s * _EXP(-dt / short)
+                level = lng * _EXP(-dt / long)
+            exposure = long * -_EXPM1(-elapsed / long)
+            expected = (level + prior) / (exposure + prior_exposure) * short
+            deviance = k * _LOG(k / expected) - (k - expected) if k > expected else 0.0
+            if deviance > 1e6:
+                deviance = 1e6
+            if deviance > best:
+                best = deviance
+            touched.append((kind, flag, k, level, last, deviance))
+        if not touched:
+            return 0.0, None  # neither a debit nor a failed collection
+        return best, (ts, touched)
+
+    def parts(self, memo: Any, model: CustomerModel) -> dict[str, float]:
+        if memo is None:
+            return {}
+        return {flag: q4(deviance) for _, flag, _, _, _, deviance in memo[1]}
+
+    def finish(self, memo: Any, model: CustomerModel, learn: bool) -> None:
+        """Count the event in the run; in the norm too unless the threshold refused it."""
+        if memo is None:
+            return
+        ts, touched = memo
+        if "t0" not in model:
+            model["t0"] = ts
+        norm = 1.0 if learn else 0.0
+        for kind, _, k, level, last, _ in touched:
+            model[kind] = [q4(k + 1.0), q4(level + norm), ts if ts > last else last]
+
+    # -- the river shape -------------------------------------------------------------
 
     def score_one(self, x: Features, model: CustomerModel) -> float:
-        return self.score_parts(x, model)[0]
+        return self.begin(x, model)[0]
 
-    def score_parts(self, x: Features, model: CustomerModel) -> tuple[float, dict[str, float]]:
-        parts = self.explain(x, model)
-        return float(max(parts.values(), default=0.0)), parts
+    def explain(self, x: Features, model: CustomerModel) -> dict[str, float]:
+        return self.parts(self.begin(x, model)[1], model)
 
     def learn_one(self, x: Features, model: CustomerModel) -> None:
-        self._update(x, model, norm=True)
+        self.finish(self.begin(x, model)[1], model, True)
 
     def observe_flagged(self, x: Features, model: CustomerModel) -> None:
-        self._update(x, model, norm=False)
+        self.finish(self.begin(x, model)[1], model, False)
 
-    def _update(self, x: Features, model: CustomerModel, *, norm: bool) -> None:
-        ts = num(x, "ts", math.nan)
-        if math.isnan(ts):
+    def feedback(self, x: Features, model: CustomerModel, label: bool) -> None:
+        """A false positive: the run is the customer's normal after all, so it joins the norm."""
+        if label:
             return
-        model.setdefault("t0", ts)
-        for kind, (flag, short, long, _, _) in self._kinds.items():
-            if num(x, flag) <= 0:
-                continue
-            s, lng, last = model.get(kind, (0.0, 0.0, ts))
-            dt = max(ts - last, 0.0)
-            s = s * math.exp(-dt / short) + 1.0
-            lng = lng * math.exp(-dt / long) + (1.0 if norm else 0.0)
-            model[kind] = [round(s, 4), round(lng, 4), max(ts, last)]
+        for kind, flag, *_ in self._kinds:
+            state = model.get(kind)
+            if state is not None and as_num(x.get(flag)) > 0.0:
+                state[1] = q4(state[1] + state[0])

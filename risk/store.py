@@ -20,7 +20,8 @@ both apply one event.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -38,6 +39,31 @@ class OutboxRecord:
     topic: str
     key: str | None
     value: bytes
+
+
+@dataclass(slots=True)
+class Step:
+    """One customer's share of a batch: its events applied in order, committed at once.
+
+    A batch of input messages is applied per customer on one in-memory copy
+    of the state and written with one commit per customer (the final state,
+    every output of every event, the new event digests), so the store still
+    sees an all-or-nothing write that either applies every one of those
+    events or none. ``expected_seq`` is the ``seq`` of the copy the first
+    event was applied to; ``watermark`` is the latest servicing-feed event
+    time among the events, raised in the same write. Each record carries the
+    position in the batch of the event that produced it: a store writes the
+    outputs of a batch's committed steps in that order, so an outbox holds
+    them in the order one-event-at-a-time processing would have written them
+    (which matters for outputs keyed by another customer, e.g. related-party
+    announcements from several customers).
+    """
+
+    state: CustomerState
+    expected_seq: int
+    shard: int
+    records: list[tuple[int, OutboxRecord]] = field(default_factory=list)
+    watermark: datetime | None = None
 
 
 def needs_tick(state: CustomerState) -> bool:
@@ -64,6 +90,14 @@ class StateStore(Protocol):
     ) -> bool: ...
 
     async def tick_candidates(self) -> list[str]: ...
+
+    async def load_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState | None]:
+        """Every given customer's state, in one round trip."""
+        ...
+
+    async def commit_many(self, steps: Sequence[Step]) -> list[bool]:
+        """Commit each step atomically; ``False`` for a step whose state moved on."""
+        ...
 
     async def watermark(self, shard: int = 0) -> datetime | None: ...
 
@@ -109,6 +143,20 @@ class MemoryStateStore:
 
     async def tick_candidates(self) -> list[str]:
         return sorted(self._due)
+
+    async def load_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState | None]:
+        return {c: self.states.get(c) for c in customer_ids}
+
+    async def commit_many(self, steps: Sequence[Step]) -> list[bool]:
+        for step in steps:
+            await self.commit(None, step.state, [], shard=step.shard)
+            if step.watermark is not None:
+                await self.raise_watermark(step.watermark, step.shard)
+        ordered = sorted(
+            (record for step in steps for record in step.records), key=lambda r: r[0]
+        )  # stable: an event's own outputs keep their order
+        self.outbox.extend(rec for _pos, rec in ordered)
+        return [True] * len(steps)
 
     async def watermark(self, shard: int = 0) -> datetime | None:
         return self._watermarks.get(shard)

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
+import orjson
+from pydantic import ValidationError
+
+from config.settings import KafkaSettings, load_settings
+from rules import registry
 from rules.cases import CaseFileError, cases_path, load_cases, run_cases
 from rules.loader import RuleSetError, check_text, load_file
+from rules.registry import DEFAULT_TIMEOUT, AlreadyCurrent, RegistryUnavailable, rules_topic
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
+T = TypeVar("T")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -36,9 +42,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     def kafka_args(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument(
             "--bootstrap",
-            default=os.environ.get("CREDITWATCH_KAFKA__BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP),
+            help="Kafka bootstrap servers (default: CREDITWATCH_KAFKA__BOOTSTRAP_SERVERS; "
+            "security settings always come from CREDITWATCH_KAFKA__*)",
         )
-        cmd.add_argument("--topic", default=None, help="default: credit.rules.v1")
+        cmd.add_argument("--topic", help="default: the deployment's rules topic, credit.rules.v1")
+        cmd.add_argument(
+            "--timeout",
+            type=float,
+            default=DEFAULT_TIMEOUT,
+            help=f"seconds to wait for Kafka before giving up (default {DEFAULT_TIMEOUT:g})",
+        )
 
     publish = sub.add_parser("publish", help="publish a new version to credit.rules.v1")
     publish.add_argument("file")
@@ -48,14 +61,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     publish.set_defaults(func=cmd_publish)
 
     hist = sub.add_parser("history", help="list the published versions of a rule set")
-    hist.add_argument("name", nargs="?", default="default")
+    hist.add_argument("--name", default="default", help="rule set name (default: default)")
     hist.add_argument("--diff", action="store_true", help="show each version's diff")
+    hist.add_argument("--json", action="store_true", help="the records, one JSON object a line")
     kafka_args(hist)
     hist.set_defaults(func=cmd_history)
 
-    back = sub.add_parser("rollback", help="republish an earlier version as the newest")
-    back.add_argument("name")
-    back.add_argument("version")
+    back = sub.add_parser(
+        "rollback",
+        help="republish an earlier version as the newest",
+        description="VERSION_OR_SEQ is a version (the newest publication of it) or a "
+        "publication number, N or #N, as rules history lists them.",
+    )
+    back.add_argument("target", metavar="VERSION_OR_SEQ")
+    back.add_argument("--name", default="default", help="rule set name (default: default)")
     back.add_argument("--author", required=True)
     back.add_argument("--message", required=True)
     kafka_args(back)
@@ -135,71 +154,147 @@ def cmd_test(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 1 if failed else 0
 
 
-def _kafka(args: argparse.Namespace) -> dict[str, Any]:
-    return {"topic": args.topic} if args.topic else {}
+def _kafka(args: argparse.Namespace, out: TextIO | None) -> tuple[KafkaSettings, str] | None:
+    """Connection and topic from the settings (``CREDITWATCH_*``), with the flags on top."""
+    try:
+        settings = load_settings()
+    except ValidationError as err:
+        print("creditwatch: invalid configuration", file=out)
+        for e in err.errors():
+            print(f"  {'.'.join(str(p) for p in e['loc']) or '(settings)'}: {e['msg']}", file=out)
+        return None
+    kafka = settings.kafka
+    if args.bootstrap:
+        kafka = kafka.model_copy(update={"bootstrap_servers": args.bootstrap})
+    return kafka, args.topic or rules_topic(settings)
+
+
+def _run(coro: Coroutine[Any, Any, T], out: TextIO | None) -> T | None:
+    """Run a registry call; None (after saying why) when Kafka could not be reached."""
+    try:
+        return asyncio.run(coro)
+    except RegistryUnavailable as exc:
+        print(f"error: {exc}", file=out)
+        return None
+
+
+def _summary(diff: dict[str, Any]) -> str:
+    """Rule ids added, removed and changed; a count when there are many (a first publication)."""
+
+    def ids(key: str) -> str:
+        names = diff[key]
+        return ",".join(names) if 0 < len(names) <= 6 else str(len(names))
+
+    return f"[+{ids('added')} -{ids('removed')} ~{ids('changed')}]"
 
 
 def cmd_publish(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from rules import registry
-
-    try:
-        rules = load_file(args.file)
-    except RuleSetError as exc:
-        print(f"refusing to publish an invalid rule set:\n{exc}", file=out)
+    text = _read(args.file, out)
+    if text is None:
+        return 2
+    rules, problems = check_text(text)
+    if rules is None:
+        print(f"{args.file}: refusing to publish an invalid rule set", file=out)
+        for p in problems:
+            print(p.format(args.file), file=out)
+        print(f"{args.file}: {len(problems)} problem(s)", file=out)
         return 1
-    record = asyncio.run(
-        registry.publish(
-            args.bootstrap, rules, author=args.author, message=args.message, **_kafka(args)
+    target = _kafka(args, out)
+    if target is None:
+        return 2
+    kafka, topic = target
+    try:
+        record = _run(
+            registry.publish(
+                kafka,
+                rules,
+                author=args.author,
+                message=args.message,
+                topic=topic,
+                timeout=args.timeout,
+            ),
+            out,
         )
-    )
-    d = record["diff"]
+    except AlreadyCurrent as exc:
+        print(f"{exc}: nothing published", file=out)
+        return 0
+    if record is None:
+        return 2
     print(
-        f"published {record['name']} version {record['version']} (#{record['seq']}): "
-        f"+{len(d['added'])} -{len(d['removed'])} ~{len(d['changed'])} rules",
+        f"published {record['name']} version {record['version']} (#{record['seq']}) "
+        f"to {topic}: {_summary(record['diff'])}",
         file=out,
     )
     return 0
 
 
 def cmd_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from rules import registry
-
-    records = asyncio.run(registry.history(args.bootstrap, args.name, **_kafka(args)))
+    target = _kafka(args, out)
+    if target is None:
+        return 2
+    kafka, topic = target
+    records = _run(registry.history(kafka, args.name, topic=topic, timeout=args.timeout), out)
+    if records is None:
+        return 2
+    if args.json:
+        for r in records:
+            print(orjson.dumps(r).decode(), file=out)
+        return 0
     if not records:
-        print(f"no published versions of {args.name}", file=out)
+        print(f"no published versions of {args.name} on {topic}", file=out)
         return 0
     for r in records:
-        d = r["diff"]
-        back = f" (rollback to {r['rolled_back_to']})" if r.get("rolled_back_to") else ""
+        back = (
+            f" (rollback to {r['rolled_back_to']} #{r.get('rolled_back_to_seq', '?')})"
+            if r.get("rolled_back_to")
+            else ""
+        )
+        current = "  (current)" if r is records[-1] else ""
         print(
             f"#{r['seq']}  {r['version']}  {r['published_at']}  {r['author']}: {r['message']}"
-            f"{back}  [+{','.join(d['added']) or '0'} -{','.join(d['removed']) or '0'} "
-            f"~{','.join(d['changed']) or '0'}]",
+            f"{back}  {_summary(r['diff'])}{current}",
             file=out,
         )
-        if args.diff and d["text"]:
-            print(d["text"], file=out)
+        if args.diff and r["diff"]["text"]:
+            print(r["diff"]["text"], file=out)
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from rules import registry
-
+    target = _kafka(args, out)
+    if target is None:
+        return 2
+    kafka, topic = target
     try:
-        record = asyncio.run(
+        record = _run(
             registry.rollback(
-                args.bootstrap,
+                kafka,
                 args.name,
-                args.version,
+                args.target,
                 author=args.author,
                 message=args.message,
-                **_kafka(args),
-            )
+                topic=topic,
+                timeout=args.timeout,
+            ),
+            out,
         )
+    except AlreadyCurrent as exc:
+        print(f"{exc}: nothing published", file=out)
+        return 0
     except LookupError as exc:
-        print(str(exc), file=out)
+        print(f"error: {exc}", file=out)
         return 1
-    print(f"rolled {record['name']} back to {record['version']} (#{record['seq']})", file=out)
+    except RuleSetError as exc:
+        print(f"error: that version no longer compiles:\n{exc}", file=out)
+        return 1
+    if record is None:
+        return 2
+    print(
+        f"rolled {record['name']} back to {record['version']} "
+        f"(#{record['rolled_back_to_seq']}), published as #{record['seq']}: "
+        f"{_summary(record['diff'])}",
+        file=out,
+    )
     return 0
 
 

@@ -47,20 +47,30 @@ from __future__ import annotations
 import difflib
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from rules.features import NUMERIC, FeatureSpec, FeatureView, event_fields
+from rules.features import (
+    _UNSET,
+    NUMERIC,
+    CapturedError,
+    FeatureSpec,
+    FeatureView,
+    event_fields,
+)
 from rules.model import AllOf, AnyOf, Leaf, NotOf
 
 Test = Callable[[Any, FeatureView, Mapping[str, float]], bool]
+Source = tuple[Callable[[FeatureView], Any] | None, Mapping[str, FeatureSpec] | None]
 Getter = Callable[[Any, FeatureView, Mapping[str, float]], Any]
 SCORE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 ORDERED_OPS = frozenset({"lt", "le", "gt", "ge", "between"})
 STATEFUL_OPS = frozenset({"changed_by", "changed_to", "crosses"})
+# on an enumeration or a boolean these compare by equality or hashing, which never raises
+_KEYABLE_OPS = frozenset({"eq", "ne", "in", "not_in", "is_null", "not_null"})
 _PY_OPS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
     "ne": operator.ne,
@@ -126,11 +136,17 @@ class CompiledCondition:
 
     test: Test
     leaves: tuple[Callable[[Any, FeatureView, Mapping[str, float]], dict[str, Any]], ...]
-    # A necessary condition that reads only the event's fields (None: none known), so
-    # work done before the event is applied can be skipped for events it rules out;
-    # ``exact`` when it is the whole condition.
+    # A necessary condition that reads only the event's fields (None: none known):
+    # when it is false, ``test`` is false without reading any feature and without
+    # raising, so work for this condition can be skipped, before the event is
+    # applied (capture) and after; ``exact`` when it is the whole condition.
     pre: Test | None = None
     exact: bool = False
+    # the conjuncts of an ``all`` (empty for any other node)
+    parts: tuple[CompiledCondition, ...] = ()
+    # an event field of a finite type (enumeration, boolean) compared by a test that
+    # cannot raise on a valid event: rule sets key their per-event plans on these
+    key_field: str | None = None
 
 
 class _Invalid(Exception):
@@ -163,15 +179,34 @@ def compile_condition(
         return None
     tests = tuple(p.test for p in parts)
     leaves = tuple(leaf for p in parts for leaf in p.leaves)
-    pres = tuple(p.pre for p in parts if p.pre is not None)
     exact = all(p.exact for p in parts)
     if key == "all":
-        return CompiledCondition(_all(tests), leaves, _all(pres) if pres else None, exact)
+        return CompiledCondition(all_of(tests), leaves, leading_pre(parts), exact, tuple(parts))
+    pres = tuple(p.pre for p in parts if p.pre is not None)
     whole = len(pres) == len(parts)  # a disjunction is ruled out only if every part is
     return CompiledCondition(_any(tests), leaves, _any(pres) if whole else None, exact)
 
 
-def _all(tests: tuple[Test, ...]) -> Test:
+def leading_pre(parts: Sequence[CompiledCondition]) -> Test | None:
+    """The prefilter of a conjunction: the prefilters of its leading conjuncts.
+
+    A conjunction runs its parts in order and stops at the first false one,
+    so a part's prefilter may be used only if every part before it reads the
+    event alone (is exact): otherwise that earlier part could read a feature,
+    or raise, before this one is ever looked at.
+    """
+    pres: list[Test] = []
+    for p in parts:
+        if p.pre is None:
+            break
+        pres.append(p.pre)
+        if not p.exact:
+            break
+    return all_of(tuple(pres)) if pres else None
+
+
+def all_of(tests: tuple[Test, ...]) -> Test:
+    """True when every test is, in order, stopping at the first false one."""
     if len(tests) == 1:
         return tests[0]
     if len(tests) == 2:
@@ -193,7 +228,7 @@ def _any(tests: tuple[Test, ...]) -> Test:
         return tests[0]
 
     def test(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
-        for t in tests:  # noqa: SIM110 - see _all
+        for t in tests:  # noqa: SIM110 - see all_of
             if t(ev, v, s):
                 return True
         return False
@@ -439,29 +474,60 @@ def _compile_leaf(
         if spec.phase == "after":
             ctx.features.add(operand.name)
 
-    test = _make_test(op, get, norm, rank, threshold, operand.name)
+    test = _make_test(op, operand, norm, rank, threshold, _source(operand, ctx))
     describe = _make_describe(leaf, operand, get, test, threshold)
     event_only = operand.kind == "field"
-    return CompiledCondition(test, (describe,), test if event_only else None, event_only)
+    keyable = event_only and t in ("enum", "bool") and op in _KEYABLE_OPS
+    return CompiledCondition(
+        test,
+        (describe,),
+        test if event_only else None,
+        event_only,
+        key_field=operand.name if keyable else None,
+    )
+
+
+def _source(operand: Operand, ctx: CompileContext) -> Source:
+    """How a view over ``ctx.registry`` computes this operand (see :func:`_make_test`)."""
+    if operand.kind != "feature":
+        return (None, None)
+    spec = ctx.registry[operand.name]
+    if spec.phase != "after":
+        return (None, None)  # read from the values captured before the event
+    return (spec.getter, ctx.registry)
 
 
 def _make_test(
     op: str,
-    get: Getter,
+    operand: Operand,
     norm: Callable[[Any], Any] | None,
     rank: dict[str, int] | None,
     threshold: Any,
-    name: str,
+    src: Source = (None, None),
 ) -> Test:
+    """The leaf as one closure.
+
+    Every event runs these, so each reads its operand inline (a feature from
+    the view's cache, computed on first use by ``FeatureView._miss``) and
+    compares with a C-level operator where it can, instead of calling a
+    getter, a normaliser and a comparison in turn. Values that already have
+    the threshold's type (the usual case) skip normalisation altogether.
+
+    ``src`` is the feature's getter and the registry it comes from: a view
+    over that same registry (every view a rule set makes) computes a missing
+    feature by calling the getter directly.
+    """
+    name = operand.name
     if rank is not None:
         r = rank
 
-        def norm(x: Any) -> int:
+        def by_rank(x: Any) -> int:
             try:
                 return r[x]
             except KeyError:
                 raise ValueError(f"{name}: {x!r} is not one of {', '.join(r)}") from None
 
+        norm = by_rank
         if op in ORDERED_OPS or op == "changed_by":
             threshold = (
                 [r[x] for x in threshold]
@@ -470,67 +536,287 @@ def _make_test(
             )
         elif op not in ("is_null", "not_null"):
             norm = None  # eq, ne, in, not_in, changed_to compare the names
-    n = norm or _identity
+    # values of this class need no normalisation (Decimal for decimal operands...)
+    exact: type | None = None
+    if norm is to_decimal:
+        exact = Decimal
+    elif norm is to_float:
+        exact = float
+    n: Callable[[Any], Any] = norm or _identity
 
-    if op == "is_null":
-        return lambda ev, v, s: get(ev, v, s) is None
-    if op == "not_null":
-        return lambda ev, v, s: get(ev, v, s) is not None
+    if op in STATEFUL_OPS:
+        return _stateful(op, name, src, norm, exact, rank if norm is not None else None, threshold)
+    if op in ("is_null", "not_null"):
+        return _null_test(operand.kind, name, src, op == "is_null")
+    if op in _PY_OPS and (norm is None or exact is not None):
+        return _cmp_test(operand.kind, name, src, _PY_OPS[op], threshold, norm, exact)
+    if op in ("in", "not_in") and norm is None:
+        return _in_test(operand.kind, name, src, frozenset(threshold), op == "in")
+    return _pred_test(operand.kind, name, src, _predicate(op, n, threshold))
+
+
+def _predicate(op: str, n: Callable[[Any], Any], threshold: Any) -> Callable[[Any], bool]:
+    """What a non-null value must satisfy, for the operators without a fast path."""
     if op in _PY_OPS:
         cmp = _PY_OPS[op]
-        if norm is None:
-
-            def test(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
-                x = get(ev, v, s)
-                return x is not None and cmp(x, threshold)
-
-            return test
-
-        def test_n(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
-            x = get(ev, v, s)
-            return x is not None and cmp(n(x), threshold)
-
-        return test_n
+        return lambda x: cmp(n(x), threshold)
     if op == "between":
         lo, hi = threshold
-        return lambda ev, v, s: (x := get(ev, v, s)) is not None and lo <= n(x) <= hi
+        return lambda x: lo <= n(x) <= hi
     if op in ("in", "not_in"):
         members = frozenset(threshold)
         inside = op == "in"
-        return lambda ev, v, s: (x := get(ev, v, s)) is not None and (n(x) in members) is inside
+        return lambda x: (n(x) in members) is inside
     if op == "contains":
-        return lambda ev, v, s: (x := get(ev, v, s)) is not None and threshold in x
-    # stateful: compare with the value captured before the event
+        return lambda x: threshold in x
+    raise AssertionError(f"no predicate for {op}")  # pragma: no cover - ops are validated
+
+
+def _null_test(kind: str, name: str, src: Source, is_null: bool) -> Test:
+    get, reg = src
+    if kind == "feature":
+
+        def feature(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
+            c = v._cache
+            x = c.get(name, _UNSET)
+            if x is _UNSET:
+                x = c[name] = get(v) if v.registry is reg else v._miss(name)
+            return (x is None) is is_null
+
+        return feature
+    if kind == "field":
+        return lambda ev, v, s: (getattr(ev, name, None) is None) is is_null
+    return lambda ev, v, s: (s.get(name) is None) is is_null
+
+
+def _cmp_test(
+    kind: str,
+    name: str,
+    src: Source,
+    cmp: Callable[[Any, Any], bool],
+    t: Any,
+    norm: Callable[[Any], Any] | None,
+    exact: type | None,
+) -> Test:
+    """``eq ne lt le gt ge``; ``norm`` only for values not already of class ``exact``."""
+    get, reg = src
+    if norm is None:
+        if kind == "feature":
+
+            def feature(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
+                c = v._cache
+                x = c.get(name, _UNSET)
+                if x is _UNSET:
+                    x = c[name] = get(v) if v.registry is reg else v._miss(name)
+                return x is not None and cmp(x, t)
+
+            return feature
+        if kind == "field":
+
+            def field_(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
+                x = getattr(ev, name, None)
+                return x is not None and cmp(x, t)
+
+            return field_
+
+        def score(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
+            x = s.get(name)
+            return x is not None and cmp(x, t)
+
+        return score
+    n = norm
+    if kind == "feature":
+
+        def feature_n(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
+            c = v._cache
+            x = c.get(name, _UNSET)
+            if x is _UNSET:
+                x = c[name] = get(v) if v.registry is reg else v._miss(name)
+            if x is None:
+                return False
+            return cmp(x if x.__class__ is exact else n(x), t)
+
+        return feature_n
+    if kind == "field":
+
+        def field_n(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
+            x = getattr(ev, name, None)
+            if x is None:
+                return False
+            return cmp(x if x.__class__ is exact else n(x), t)
+
+        return field_n
+
+    def score_n(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
+        x = s.get(name)
+        if x is None:
+            return False
+        return cmp(x if x.__class__ is exact else n(x), t)
+
+    return score_n
+
+
+def _in_test(kind: str, name: str, src: Source, members: frozenset[Any], inside: bool) -> Test:
+    get, reg = src
+    if kind == "feature":
+
+        def feature(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
+            c = v._cache
+            x = c.get(name, _UNSET)
+            if x is _UNSET:
+                x = c[name] = get(v) if v.registry is reg else v._miss(name)
+            return x is not None and (x in members) is inside
+
+        return feature
+    if kind == "field":
+
+        def field_(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
+            x = getattr(ev, name, None)
+            return x is not None and (x in members) is inside
+
+        return field_
+
+    def score(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
+        x = s.get(name)
+        return x is not None and (x in members) is inside
+
+    return score
+
+
+def _pred_test(kind: str, name: str, src: Source, pred: Callable[[Any], bool]) -> Test:
+    get, reg = src
+    if kind == "feature":
+
+        def feature(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
+            c = v._cache
+            x = c.get(name, _UNSET)
+            if x is _UNSET:
+                x = c[name] = get(v) if v.registry is reg else v._miss(name)
+            return x is not None and pred(x)
+
+        return feature
+    if kind == "field":
+
+        def field_(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
+            x = getattr(ev, name, None)
+            return x is not None and pred(x)
+
+        return field_
+
+    def score(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
+        x = s.get(name)
+        return x is not None and pred(x)
+
+    return score
+
+
+def _stateful(
+    op: str,
+    name: str,
+    src: Source,
+    norm: Callable[[Any], Any] | None,
+    exact: type | None,
+    rank: dict[str, int] | None,
+    threshold: Any,
+) -> Test:
+    """``crosses``, ``changed_to``, ``changed_by``: the feature now and before the event.
+
+    The value now is read first and decides most events on its own (a
+    feature that is not at or past its threshold cannot have crossed it), so
+    the captured value is looked up only when it can matter. Values are
+    normalised (``norm``) only when they are not already of class ``exact``;
+    ranks of an ordered enumeration are looked up directly, ``norm`` raising
+    for a name that is not one of them.
+    """
+    get, reg = src
+    missing = (
+        f"the value of {name!r} before the event was not captured: pass "
+        "before=CompiledRuleSet.capture(...) taken before Engine.apply"
+    )
+
     if op == "crosses":
 
         def crosses(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
-            now = v[name]
-            if now is None or n(now) < threshold:
+            c = v._cache
+            now = c.get(name, _UNSET)
+            if now is _UNSET:
+                now = c[name] = get(v) if v.registry is reg else v._miss(name)
+            if now is None:
                 return False
-            before = v.previous(name)
-            return before is not None and n(before) < threshold
+            if norm is not None and now.__class__ is not exact:
+                now = norm(now)
+            if now < threshold:
+                return False
+            b = v.before
+            before = _UNSET if b is None else b.get(name, _UNSET)
+            if before is _UNSET:
+                raise LookupError(missing)
+            if before.__class__ is CapturedError:
+                raise before.fail(name)
+            if before is None:
+                return False
+            if norm is not None and before.__class__ is not exact:
+                before = norm(before)
+            return before < threshold
 
         return crosses
     if op == "changed_to":
 
         def changed_to(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
-            now = v[name]
-            if now is None or n(now) != threshold:
+            c = v._cache
+            now = c.get(name, _UNSET)
+            if now is _UNSET:
+                now = c[name] = get(v) if v.registry is reg else v._miss(name)
+            if now is None:
                 return False
-            before = v.previous(name)
-            return before is not None and n(before) != threshold
+            if norm is not None and now.__class__ is not exact:
+                now = norm(now)
+            if now != threshold:
+                return False
+            b = v.before
+            before = _UNSET if b is None else b.get(name, _UNSET)
+            if before is _UNSET:
+                raise LookupError(missing)
+            if before.__class__ is CapturedError:
+                raise before.fail(name)
+            if before is None:
+                return False
+            if norm is not None and before.__class__ is not exact:
+                before = norm(before)
+            return before != threshold
 
         return changed_to
 
     step = threshold  # changed_by
+    up = step > 0
 
     def changed_by(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
-        now = v[name]
-        before = v.previous(name)
+        c = v._cache
+        now = c.get(name, _UNSET)
+        if now is _UNSET:
+            now = c[name] = get(v) if v.registry is reg else v._miss(name)
+        b = v.before
+        before = _UNSET if b is None else b.get(name, _UNSET)
+        if before is _UNSET:
+            raise LookupError(missing)
+        if before.__class__ is CapturedError:
+            raise before.fail(name)
         if now is None or before is None:
             return False
-        delta = n(now) - n(before)
-        return delta >= step if step > 0 else delta <= step
+        if rank is not None:
+            a, z = rank.get(now), rank.get(before)
+            if a is None or z is None:
+                a, z = norm(now), norm(before)  # type: ignore[misc]  # raises: not a rank
+            delta = a - z
+        elif norm is None:
+            delta = now - before
+        else:
+            if now.__class__ is not exact:
+                now = norm(now)
+            if before.__class__ is not exact:
+                before = norm(before)
+            delta = now - before
+        return delta >= step if up else delta <= step
 
     return changed_by
 
@@ -550,20 +836,27 @@ def jsonable(x: Any) -> Any:
     return x
 
 
+_AS_IS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
+"""Classes :func:`jsonable` returns unchanged (looked up first: explanations are built per hit)."""
+
+
 def _make_describe(
     leaf: Leaf, operand: Operand, get: Getter, test: Test, threshold: Any
 ) -> Callable[[Any, FeatureView, Mapping[str, float]], dict[str, Any]]:
     raw_threshold = jsonable(threshold if operand.ordered is False else leaf.value)
     stateful = leaf.op in STATEFUL_OPS
+    name = operand.name
+    head: dict[str, Any] = {operand.kind: name, "op": leaf.op}
+    if leaf.op not in ("is_null", "not_null"):
+        head["threshold"] = raw_threshold
 
     def describe(ev: Any, v: FeatureView, s: Mapping[str, float]) -> dict[str, Any]:
-        out: dict[str, Any] = {operand.kind: operand.name, "op": leaf.op}
-        if leaf.op not in ("is_null", "not_null"):
-            out["threshold"] = raw_threshold
+        out = head.copy()
         try:
-            out["value"] = jsonable(get(ev, v, s))
+            x = get(ev, v, s)
+            out["value"] = x if x.__class__ in _AS_IS else jsonable(x)
             if stateful:
-                out["before"] = jsonable(v.previous(operand.name))
+                out["before"] = jsonable(v.previous(name))
             out["result"] = bool(test(ev, v, s))
         except Exception as exc:  # explaining must not hide the value that failed
             out["error"] = f"{type(exc).__name__}: {exc}"

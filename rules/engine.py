@@ -20,14 +20,30 @@ from __future__ import annotations
 
 import string
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from risk.customer import CustomerState
 from risk.ids import stable_id
-from rules.conditions import CompileContext, CompiledCondition, Problem, compile_condition
-from rules.features import EVENT_TYPES, FEATURES, FeatureSpec, FeatureView, event_fields
+from rules.conditions import (
+    CompileContext,
+    CompiledCondition,
+    Problem,
+    Test,
+    all_of,
+    compile_condition,
+    leading_pre,
+)
+from rules.features import (
+    EVENT_TYPES,
+    FEATURES,
+    CapturedError,
+    FeatureSpec,
+    FeatureView,
+    event_fields,
+)
 from rules.model import Rule, RuleSet
 
 if TYPE_CHECKING:
@@ -87,27 +103,156 @@ class CompiledRule:
         return self.rule.id
 
 
-class CapturedError:
-    """A feature that failed to compute before the event; reading it re-raises."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: Exception) -> None:
-        self.exc = exc
+Getter = Callable[[FeatureView], Any]
+Reads = tuple[tuple[str, Getter], ...]
+MAX_KEYS = 1024
+"""Plans kept per event type, one per combination of its key fields' values (bounded)."""
 
 
 class _BeforeValues(dict[str, Any]):
-    now: int | None = None  # the event's Unix time, computed once for both views
+    """What :meth:`CompiledRuleSet.capture` returns: feature values before the event.
+
+    It also carries what judging the same event after the engine step reuses:
+    the event's Unix time if capturing needed it (``now``: computed once per
+    event), the view capturing used, which the view after the step takes over
+    (one object fewer per event), and the plan the event's fields selected.
+    Both are used only for the event (and the rule set) they were made for.
+    """
+
+    __slots__ = ("event", "now", "plan", "rules", "spare")
 
     def __getitem__(self, name: str) -> Any:
         value = super().__getitem__(name)
-        if isinstance(value, CapturedError):
-            raise RuntimeError(f"computing {name!r} before the event failed: {value.exc!r}")
+        if value.__class__ is CapturedError:
+            raise value.fail(name)
         return value
 
 
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """One rule as an event type's plan runs it: its leading field tests set apart.
+
+    ``keyed`` are the leading conjuncts that compare an enumerated field of
+    the event (``direction``, ``channel``, ``relation``...); ``rest`` is what
+    remains of the condition (None: nothing, the rule fires when ``keyed``
+    holds) and ``pre`` the prefilter of ``rest``.
+    """
+
+    rule: CompiledRule
+    keyed: tuple[Test, ...]
+    fields: tuple[str, ...]
+    rest: Test | None
+    pre: Test | None
+    reads: Reads  # features whose value before the event ``rest`` compares with
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What judging an event runs, for one event type and one set of key field values."""
+
+    rules: tuple[tuple[Test | None, CompiledRule], ...]  # (what is left to test, rule)
+    always: Reads  # captured on every such event
+    optional: tuple[tuple[Test, Reads], ...]  # captured when the prefilter holds
+
+
+def _plan(splits: Sequence[_Split], whole: bool = False) -> _Plan:
+    """The plan of the given rules; ``whole``: run each whole condition (nothing keyed)."""
+    rules: list[tuple[Test | None, CompiledRule]] = []
+    always: dict[str, Getter] = {}
+    optional: list[tuple[Test, Reads]] = []
+    for sp in splits:
+        test, pre = (sp.rule.condition.test, sp.rule.condition.pre) if whole else (sp.rest, sp.pre)
+        rules.append((test, sp.rule))
+        if sp.reads and pre is None:
+            for name, get in sp.reads:
+                always.setdefault(name, get)
+    for sp in splits:
+        pre = sp.rule.condition.pre if whole else sp.pre
+        if sp.reads and pre is not None:
+            reads = tuple((name, get) for name, get in sp.reads if name not in always)
+            if reads:
+                optional.append((pre, reads))
+    return _Plan(tuple(rules), tuple(always.items()), tuple(optional))
+
+
+class _TypePlans:
+    """The plans of one event type, keyed by the values of its key fields.
+
+    The rules of a type often start with tests on the event's enumerated
+    fields (a debit, a card payment, a guarantor). Their outcome depends on
+    those values alone, so it is worked out once per combination seen (a
+    few dozen at most) and remembered: an event then runs, and captures for,
+    only the rules its fields leave in, each from its first feature test on.
+    """
+
+    __slots__ = ("_key", "_plans", "_splits", "capturing", "fixed", "generic")
+
+    def __init__(self, splits: tuple[_Split, ...]) -> None:
+        self._splits = splits
+        fields = tuple(dict.fromkeys(f for sp in splits for f in sp.fields))
+        self._key = attrgetter(*fields) if fields else None
+        self._plans: dict[Any, _Plan] = {}
+        self.generic = _plan(splits, whole=True)  # for an event whose key cannot be read
+        self.fixed = _plan(splits) if not fields else None
+        self.capturing = any(sp.reads for sp in splits)
+
+    def get(self, event: Any) -> _Plan:
+        if self.fixed is not None:
+            return self.fixed
+        try:
+            key = self._key(event)  # type: ignore[misc]
+            plan = self._plans.get(key)
+        except Exception:  # a field missing, a value that cannot be hashed
+            return self.generic
+        if plan is None:
+            plan = self._plan_for(event)
+            if plan is not self.generic and len(self._plans) < MAX_KEYS:
+                self._plans[key] = plan
+        return plan
+
+    def _plan_for(self, event: Any) -> _Plan:
+        kept = []
+        try:
+            for sp in self._splits:
+                for test in sp.keyed:
+                    if not test(event, None, EMPTY):  # type: ignore[arg-type]
+                        break
+                else:
+                    kept.append(sp)
+        except Exception:
+            return self.generic  # let each rule run whole and report what is wrong
+        return _plan(kept)
+
+
+def _split(rule: CompiledRule, registry: Mapping[str, FeatureSpec]) -> _Split:
+    cond = rule.condition
+    parts = cond.parts or ((cond,) if cond.key_field is not None else ())
+    k = 0
+    while k < len(parts) and parts[k].key_field is not None:
+        k += 1
+    reads = tuple((name, registry[name].getter) for name in sorted(rule.before))
+    if k == 0:
+        return _Split(rule, (), (), cond.test, cond.pre, reads)
+    rest = parts[k:]
+    return _Split(
+        rule,
+        tuple(p.test for p in parts[:k]),
+        tuple(p.key_field for p in parts[:k] if p.key_field is not None),
+        all_of(tuple(p.test for p in rest)) if rest else None,
+        leading_pre(rest),
+        reads,
+    )
+
+
 class CompiledRuleSet:
-    """A validated rule set, compiled once, ready to judge events."""
+    """A validated rule set, compiled once, ready to judge events.
+
+    Everything that depends only on the event type (and on its enumerated
+    fields) is worked out ahead, once: which rules judge it, in file order,
+    from which test on; which features must be captured before the engine
+    step; whether the event carries a loan. Judging an event then runs flat
+    loops over that plan.
+    """
 
     def __init__(
         self,
@@ -128,10 +273,10 @@ class CompiledRuleSet:
                 for t in sorted(r.event_types):
                     by_type.setdefault(t, []).append(r)
         self._by_type = {t: tuple(rs) for t, rs in by_type.items()}
-        self._before = {
-            t: tuple((r.condition.pre, tuple(sorted(r.before))) for r in rs if r.before)
-            for t, rs in self._by_type.items()
+        self._plans = {
+            t: _TypePlans(tuple(_split(r, registry) for r in rs)) for t, rs in self._by_type.items()
         }
+        self._has_loan = {t: "loan_id" in event_fields(t) for t in self._by_type}
 
     def rules_for(self, event_type: str) -> tuple[CompiledRule, ...]:
         return self._by_type.get(event_type, ())
@@ -139,26 +284,48 @@ class CompiledRuleSet:
     def capture(self, state: CustomerState | None, engine: Engine, event: Any) -> dict[str, Any]:
         """The values some rules compare with, read BEFORE ``Engine.apply``/``advance``.
 
-        Only what this event type's rules need is computed (usually nothing
-        or a few integers). A feature that fails here fails the rule that
-        reads it, at evaluation, where it is reported.
+        Only what the rules left in by the event's own fields need is
+        computed (usually nothing or a few integers). A feature that fails
+        here fails the rule that reads it, at evaluation, where it is reported.
         """
         out = _BeforeValues()
+        out.now = out.spare = out.plan = None
+        out.event, out.rules = event, self
+        plans = self._plans.get(event.type)
+        if plans is None:
+            return out
+        plan = out.plan = plans.fixed or plans.get(event)  # evaluating follows it too
+        if not plans.capturing:
+            return out
         view: FeatureView | None = None
-        for pre, names in self._before.get(event.type, ()):
-            if pre is not None and not pre(event, None, EMPTY):  # type: ignore[arg-type]
+        if plan.always:
+            st = state if state is not None else CustomerState(customer_id=event.customer_id)
+            view = FeatureView(st, engine, event, registry=self.registry)
+            for name, get in plan.always:
+                try:
+                    out[name] = get(view)
+                except Exception as exc:
+                    out[name] = CapturedError(exc)
+        for pre, reads in plan.optional:
+            try:
+                wanted = pre(event, None, EMPTY)  # type: ignore[arg-type]
+            except Exception:
+                wanted = True  # let the rule itself run and report what is wrong
+            if not wanted:
                 continue  # the event's own fields rule this rule out: nothing to capture
             if view is None:
                 st = state if state is not None else CustomerState(customer_id=event.customer_id)
                 view = FeatureView(st, engine, event, registry=self.registry)
-                out.now = view.now
-            for name in names:
+            for name, get in reads:
                 if name in out:
                     continue
                 try:
-                    out[name] = view.compute(name)
+                    out[name] = get(view)
                 except Exception as exc:
                     out[name] = CapturedError(exc)
+        if view is not None:
+            out.now = view._now  # computed only if a captured feature needed it
+            out.spare = view
         return out
 
     def view(
@@ -169,43 +336,77 @@ class CompiledRuleSet:
         before: Mapping[str, Any] | None = None,
     ) -> FeatureView:
         """The lazy feature view of the state AFTER the event."""
-        now = getattr(before, "now", None)
+        if before.__class__ is _BeforeValues:
+            spare: FeatureView | None = before.spare  # type: ignore[union-attr]
+            if spare is not None and spare.event is event:
+                before.spare = None  # type: ignore[union-attr]  # taken over, once
+                spare.state = state
+                spare.engine = engine
+                spare.before = before
+                spare.registry = self.registry
+                if spare._cache:  # values of the state before the event: not these
+                    spare._cache = {}
+                return spare
+            now = before.now  # type: ignore[union-attr]
+        else:
+            now = None
         return FeatureView(state, engine, event, before=before, registry=self.registry, now=now)
 
     def evaluate(
         self, event: Any, view: FeatureView, scores: Mapping[str, float] | None = None
     ) -> Evaluation:
         """Judge one event with every enabled rule that applies to its type."""
+        hits: list[Hit] = []
+        result = Evaluation(self.version, hits, [])
+        before: Any = view.before
+        if (
+            before.__class__ is _BeforeValues
+            and before.plan is not None
+            and before.event is event
+            and before.rules is self
+        ):
+            plan: _Plan = before.plan  # chosen while capturing for this very event
+        else:
+            plans = self._plans.get(event.type)
+            if plans is None:
+                return result
+            plan = plans.fixed or plans.get(event)
         s = EMPTY if scores is None else scores
-        result = Evaluation(self.version)
-        for rule in self._by_type.get(event.type, ()):
+        for test, rule in plan.rules:
             try:
-                if rule.condition.test(event, view, s):
-                    result.hits.append(self._hit(rule, event, view, s))
+                if test is None or test(event, view, s):
+                    hits.append(self._hit(rule, event, view, s))
             except Exception as exc:
-                self.error_counts[rule.id] += 1
-                result.errors.append(RuleFailure(rule.id, type(exc).__name__, str(exc)))
+                self.error_counts[rule.rule.id] += 1
+                result.errors.append(RuleFailure(rule.rule.id, type(exc).__name__, str(exc)))
         return result
 
     def _hit(
         self, rule: CompiledRule, event: Any, view: FeatureView, scores: Mapping[str, float]
     ) -> Hit:
+        """The hit with its explanation: built only for a rule that fired."""
         r = rule.rule
-        dedup = rule.dedup(event, view, r.id)
-        return Hit(
-            rule_id=r.id,
-            title=r.description,
-            severity=r.severity,
-            route=r.route,
-            dedup_key=dedup,
-            cooldown_seconds=r.cooldown,
-            alert_id=stable_id("alert", event.customer_id, r.id, dedup, event.event_id),
-            customer_id=event.customer_id,
-            loan_id=getattr(event, "loan_id", None),
-            event_id=event.event_id,
-            rule_set_version=self.version,
-            explanation={
-                "rule": r.id,
+        rid = r.id
+        dedup = rule.dedup(event, view, rid)
+        customer_id = event.customer_id
+        event_id = event.event_id
+        # getattr with a default on a pydantic model that lacks the field costs
+        # microseconds (it raises inside): ask only events whose type has a loan
+        loan_id = getattr(event, "loan_id", None) if self._has_loan.get(event.type, True) else None
+        return Hit(  # positional: twelve keywords cost more to bind
+            rid,
+            r.description,
+            r.severity,
+            r.route,
+            dedup,
+            r.cooldown,
+            stable_id("alert", customer_id, rid, dedup, event_id),
+            customer_id,
+            loan_id,
+            event_id,
+            self.version,
+            {
+                "rule": rid,
                 "why": r.why,
                 "conditions": [d(event, view, scores) for d in rule.condition.leaves],
             },
@@ -267,11 +468,11 @@ def _dedup_template(
     except ValueError as exc:
         ctx.problem(f"dedup_key is not a valid template: {exc}", path)
         return None
-    parts: list[Callable[[Any, FeatureView, str], str]] = []
+    parts: list[str | Callable[[Any, FeatureView, str], str]] = []  # text, or how to read
     ok = True
     for literal, name, spec, conversion in parsed:
         if literal:
-            parts.append(lambda ev, v, rid, text=literal: text)
+            parts.append(literal)
         if name is None:
             continue
         if spec or conversion or not name.isidentifier():
@@ -294,8 +495,21 @@ def _dedup_template(
             ok = False
     if not ok:
         return None
-    fixed = tuple(parts)
-    return lambda ev, v, rid: "".join(p(ev, v, rid) for p in fixed)
+    return _join(tuple(parts))
+
+
+def _join(
+    parts: tuple[str | Callable[[Any, FeatureView, str], str], ...],
+) -> Callable[[Any, FeatureView, str], str]:
+    """The dedup key function; the usual shapes (a placeholder and a text) directly."""
+    if len(parts) == 2 and not isinstance(parts[0], str) and isinstance(parts[1], str):
+        read, text = parts
+        return lambda ev, v, rid: read(ev, v, rid) + text
+    if len(parts) == 1 and not isinstance(parts[0], str):
+        return parts[0]
+    return lambda ev, v, rid: "".join(
+        [p if p.__class__ is str else p(ev, v, rid) for p in parts]  # type: ignore[operator]
+    )
 
 
 def _builtin(name: str) -> Callable[[Any, FeatureView, str], str]:

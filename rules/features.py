@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 FeatureType = Literal["int", "decimal", "float", "bool", "str", "enum", "date", "datetime", "list"]
 NUMERIC: frozenset[str] = frozenset({"int", "decimal", "float"})
 ZERO = Decimal("0")
+SHARE = Decimal("0.0001")  # shares and ratios are kept to four decimal places
 DAY = 86400
 TIERS: tuple[str, ...] = ("premium", "low", "medium", "high")
 
@@ -92,6 +93,18 @@ class FeatureSpec:
 _UNSET: Any = object()
 
 
+class CapturedError:
+    """A feature that failed to compute before the event; reading it re-raises."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def fail(self, name: str) -> RuntimeError:
+        return RuntimeError(f"computing {name!r} before the event failed: {self.exc!r}")
+
+
 class FeatureView(Mapping[str, Any]):
     """The features of one customer at one event, computed lazily and cached.
 
@@ -99,6 +112,10 @@ class FeatureView(Mapping[str, Any]):
     capturing the state before it), ``engine`` supplies settings and local
     time, ``event`` is the event being judged, and ``before`` holds the values
     captured before the event was applied.
+
+    Compiled conditions read a feature as ``v._cache.get(name)`` and fall back
+    to :meth:`_miss` only the first time (see :mod:`rules.conditions`): a
+    rule set judges every event, so each Python call saved on that path counts.
     """
 
     __slots__ = ("_cache", "_now", "before", "engine", "event", "registry", "state")
@@ -123,27 +140,40 @@ class FeatureView(Mapping[str, Any]):
 
     @property
     def now(self) -> int:
-        """The event's time in Unix seconds: the instant windows are read at."""
-        if self._now is None:
-            self._now = int(self.event.occurred_at.timestamp())
-        return self._now
+        """The event's time in Unix seconds: the instant windows are read at.
+
+        Computed on first use only (``datetime.timestamp`` on an aware time is
+        one of the dearer steps of judging an event, and most rules never need
+        it).
+        """
+        now = self._now
+        if now is None:
+            now = self._now = int(self.event.occurred_at.timestamp())
+        return now
 
     def __getitem__(self, name: str) -> Any:
-        value = self._cache.get(name, _UNSET)
+        value = self._cache.get(name, _UNSET)  # not try/except: a miss is the usual case
         if value is _UNSET:
-            value = self._cache[name] = self._read(name)
+            return self._miss(name)
         return value
 
-    def _read(self, name: str) -> Any:
+    def _miss(self, name: str) -> Any:
+        """Compute ``name`` (not cached yet), cache it and return it."""
         spec = self.registry[name]
         if spec.phase == "after":
-            return spec.getter(self)
-        if self.before is None or name not in self.before:
-            raise LookupError(
-                f"feature {name!r} is read before the event is applied: pass "
-                "before=CompiledRuleSet.capture(...) taken before Engine.apply"
-            )
-        return self.before[name]
+            value = spec.getter(self)
+        else:
+            before = self.before
+            value = _UNSET if before is None else before.get(name, _UNSET)
+            if value is _UNSET:
+                raise LookupError(
+                    f"feature {name!r} is read before the event is applied: pass "
+                    "before=CompiledRuleSet.capture(...) taken before Engine.apply"
+                )
+            if value.__class__ is CapturedError:
+                raise value.fail(name)
+        self._cache[name] = value
+        return value
 
     def compute(self, name: str) -> Any:
         """The feature as this view's state has it, ignoring ``before`` (used to capture)."""
@@ -151,12 +181,16 @@ class FeatureView(Mapping[str, Any]):
 
     def previous(self, name: str) -> Any:
         """The feature's value before the event, or raise if it was not captured."""
-        if self.before is None or name not in self.before:
+        before = self.before
+        value = _UNSET if before is None else before.get(name, _UNSET)
+        if value is _UNSET:
             raise LookupError(
                 f"the value of {name!r} before the event was not captured: pass "
                 "before=CompiledRuleSet.capture(...) taken before Engine.apply"
             )
-        return self.before[name]
+        if value.__class__ is CapturedError:
+            raise value.fail(name)
+        return value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.registry)
@@ -169,7 +203,15 @@ class FeatureView(Mapping[str, Any]):
 
 
 def _max_dpd(v: FeatureView) -> int:
-    return max((ln.dpd_seen for ln in v.state.loans.values() if ln.status == "open"), default=0)
+    # a plain loop, not max() over a generator: read before and after every servicing
+    # event and every day a loan ages
+    worst: int | None = None
+    for ln in v.state.loans.values():
+        if ln.status == "open":
+            dpd = ln.dpd_seen
+            if worst is None or dpd > worst:
+                worst = dpd
+    return 0 if worst is None else worst
 
 
 def _failed_30d(v: FeatureView) -> int:
@@ -199,61 +241,100 @@ def _income_days_late(v: FeatureView) -> int | None:
     return max(0, (v.now - expected) // DAY)
 
 
-def _codes_sum(v: FeatureView, codes: tuple[str, ...], seconds: int) -> tuple[int, int]:
+def _codes_sum(v: FeatureView, codes: frozenset[str], seconds: int, size: int) -> tuple[int, int]:
     """(count, minor units) of ``codes`` over the window ending at the event.
 
-    The same sum as ``Windows.total``/``totals`` (same buckets, same edges), in
-    one pass over the buckets with a lookup per wanted code: several times
-    cheaper than ``totals`` with its prefix matching, and this runs per event.
+    The same sum as ``Windows.total``/``totals`` (same buckets of ``size``
+    seconds, same edges), in one pass over the buckets of the window with a
+    set lookup per code a bucket holds (a day bucket holds a handful):
+    several times cheaper than ``totals`` with its prefix matching, and this
+    runs on every debit.
     """
-    size = resolution_for(seconds)
-    first = (v.now - seconds) // size
-    last = v.now // size
+    now = v.now
+    first = (now - seconds) // size
+    last = now // size
     n = amount = 0
     buckets = v.state.tx.windows.buckets[size]
     if last - first < len(buckets):
-        selected = [b for i in range(first, last + 1) if (b := buckets.get(i)) is not None]
+        get = buckets.get
+        for i in range(first, last + 1):
+            bucket = get(i)
+            if bucket is not None:
+                for code, slot in bucket.items():
+                    if code in codes:
+                        n += slot[0]
+                        amount += slot[1]
     else:
-        selected = [b for i, b in buckets.items() if first <= i <= last]
-    for bucket in selected:
-        for code in codes:
-            slot = bucket.get(code)
-            if slot is not None:
-                n += slot[0]
-                amount += slot[1]
+        for i, bucket in buckets.items():
+            if first <= i <= last:
+                for code, slot in bucket.items():
+                    if code in codes:
+                        n += slot[0]
+                        amount += slot[1]
     return n, amount
 
 
-def _window_sum(sign: str, seconds: int) -> Callable[[FeatureView], tuple[int, int]]:
-    codes = tuple(sign + c for c in CHANNEL_CODE.values())  # channel codes: "-k", "+t"...
-    return lambda v: _codes_sum(v, codes, seconds)
+def _window(codes: Iterable[str], seconds: int) -> Callable[[FeatureView], tuple[int, int]]:
+    """(count, minor units) of ``codes`` over a window, summed once per view.
+
+    A window's count and amount are two features read from one pass over its
+    buckets (a rule on cash withdrawals reads both): the pass is kept in the
+    view's cache under a name no feature can have.
+    """
+    wanted, size = frozenset(codes), resolution_for(seconds)
+    key = f"\0window:{seconds}:{','.join(sorted(wanted))}"
+
+    def pair(v: FeatureView) -> tuple[int, int]:
+        cache = v._cache
+        both = cache.get(key)
+        if both is None:
+            both = cache[key] = _codes_sum(v, wanted, seconds, size)
+        return both
+
+    return pair
 
 
-def _codes_total(codes: tuple[str, ...], seconds: int) -> Callable[[FeatureView], tuple[int, int]]:
-    return lambda v: _codes_sum(v, codes, seconds)
-
-
-def _count(pair: Callable[[FeatureView], tuple[int, int]]) -> Callable[[FeatureView], int]:
+def _window_count(codes: Iterable[str], seconds: int) -> Callable[[FeatureView], int]:
+    pair = _window(codes, seconds)
     return lambda v: pair(v)[0]
 
 
-def _amount(pair: Callable[[FeatureView], tuple[int, int]]) -> Callable[[FeatureView], Decimal]:
+def _window_amount(codes: Iterable[str], seconds: int) -> Callable[[FeatureView], Decimal]:
+    pair = _window(codes, seconds)
     return lambda v: Decimal(pair(v)[1]) * CENT
 
 
 def _spend_to_income(days: int) -> Callable[[FeatureView], Decimal | None]:
+    debits = f"tx_{days}d_debit_sum"
+    seconds = days * DAY
+    wanted, size = frozenset(f"-{c}" for c in CHANNEL_CODE.values()), resolution_for(seconds)
+
     def get(v: FeatureView) -> Decimal | None:
-        income = v["expected_income"]
+        # Both parts are features of their own, cached in the view. This runs on every
+        # debit, so over the standard allowlist they are computed here directly rather
+        # than through ``v[...]`` (the same getters, two calls fewer each).
+        cache = v._cache
+        own = v.registry is FEATURES
+        income = cache.get("expected_income", _UNSET)
+        if income is _UNSET:
+            income = _expected_income(v) if own else v._miss("expected_income")
+            cache["expected_income"] = income
         if income is None or income <= ZERO:
             return None
-        return (v[f"tx_{days}d_debit_sum"] / income).quantize(Decimal("0.0001"))
+        spent = cache.get(debits, _UNSET)
+        if spent is _UNSET:
+            if own:
+                spent = cache[debits] = Decimal(_codes_sum(v, wanted, seconds, size)[1]) * CENT
+            else:
+                spent = v._miss(debits)
+        return (spent / income).quantize(SHARE)
 
     return get
 
 
 def _max_diverted_share(v: FeatureView) -> Decimal:
     shares = [ln.diverted / ln.principal for ln in v.state.loans.values() if ln.principal > ZERO]
-    return max(shares, default=ZERO).quantize(Decimal("0.0001"))
+    return max(shares, default=ZERO).quantize(SHARE)
 
 
 def _days_since_disbursement(v: FeatureView) -> int | None:
@@ -498,12 +579,12 @@ def _build() -> dict[str, FeatureSpec]:
     ]
     for label, seconds in (("1h", 3600), ("24h", DAY), ("7d", 7 * DAY), ("30d", 30 * DAY)):
         for sign, direction in (("-", "debit"), ("+", "credit")):
-            pair = _window_sum(sign, seconds)
+            codes = [sign + c for c in CHANNEL_CODE.values()]  # channel codes: "-k", "+t"...
             specs.append(
                 FeatureSpec(
                     f"tx_{label}_{direction}_count",
                     "int",
-                    _count(pair),
+                    _window_count(codes, seconds),
                     f"{direction.title()} transactions, {label}.",
                 )
             )
@@ -511,21 +592,24 @@ def _build() -> dict[str, FeatureSpec]:
                 FeatureSpec(
                     f"tx_{label}_{direction}_sum",
                     "decimal",
-                    _amount(pair),
+                    _window_amount(codes, seconds),
                     f"{direction.title()} amount, {label}.",
                 )
             )
-        cash = _codes_total(("-a", "-h"), seconds)
+        cash = ("-a", "-h")
         specs.append(
             FeatureSpec(
-                f"cash_withdrawals_{label}_count", "int", _count(cash), f"ATM/cash out, {label}."
+                f"cash_withdrawals_{label}_count",
+                "int",
+                _window_count(cash, seconds),
+                f"ATM/cash out, {label}.",
             )
         )
         specs.append(
             FeatureSpec(
                 f"cash_withdrawals_{label}_sum",
                 "decimal",
-                _amount(cash),
+                _window_amount(cash, seconds),
                 f"ATM/cash withdrawn, {label}.",
             )
         )
@@ -534,7 +618,7 @@ def _build() -> dict[str, FeatureSpec]:
         FeatureSpec(
             "risky_debits_30d_sum",
             "decimal",
-            _amount(_codes_total(risky, 30 * DAY)),
+            _window_amount(risky, 30 * DAY),
             "Paid to securities, real estate, gambling or crypto, 30 days.",
         )
     )
@@ -543,7 +627,7 @@ def _build() -> dict[str, FeatureSpec]:
             FeatureSpec(
                 f"debits_to_{kind}_30d_sum",
                 "decimal",
-                _amount(_codes_total((f"-p:{kind}",), 30 * DAY)),
+                _window_amount((f"-p:{kind}",), 30 * DAY),
                 f"Paid to {kind.replace('_', ' ')} counterparties, 30 days.",
             )
         )

@@ -9,7 +9,9 @@ own ports and prefixes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import faust
@@ -21,9 +23,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.settings import RedisSettings, Settings
 from creditwatch.metrics import Metrics
-from risk.engine import Engine
+from risk.judge import build_judge
 from risk.processor import Processor
 from risk.redis_store import RedisStateStore
+from schemas.topics import INPUT_TOPICS, INTERNAL_TOPICS
 from streams.agents import register_agents
 from streams.kafka_options import aiokafka_options, faust_credentials
 from streams.partitioning import partition_for
@@ -67,11 +70,16 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
     redis = redis_client(settings.redis)
     store = redis_store(settings, redis)
     partitions = settings.kafka.topic_partitions
+
+    @functools.lru_cache(maxsize=65536)
+    def shard_of(customer_id: str) -> int:
+        return partition_for(customer_id, partitions)  # murmur2 in Python: worth caching
+
     processor = Processor(
-        Engine(settings),
+        build_judge(settings),  # the engine with the rule set and the detectors, as in replay
         store,
         metrics=metrics,
-        shard_of=lambda customer_id: partition_for(customer_id, partitions),
+        shard_of=shard_of,
         transient=RETRYABLE,
         remember_events=settings.redis.dedup_events_per_customer,
     )
@@ -117,12 +125,19 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
     async def outbox_gauge() -> None:
         await runtime.outbox_depth()
 
+    # Outbox shards follow the partitions of the topics the agents read. Faust's
+    # own topics (e.g. the assignor's one-partition leader topic, held by one
+    # worker of the group) do not count: their partition 0 is not shard 0.
+    consumed = {settings.topics[t] for t in (*INPUT_TOPICS, *INTERNAL_TOPICS)}
+
+    def shards(tps: Iterable[Any]) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic in consumed}
+
     async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
-        await runtime.on_assigned({tp.partition for tp in app.consumer.assignment()})
+        await runtime.on_assigned(shards(assigned))  # the whole new assignment
 
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
-        remaining = app.consumer.assignment() - set(revoked)
-        await runtime.on_assigned({tp.partition for tp in remaining})
+        await runtime.on_assigned(runtime.assigned - shards(revoked))
 
     async def on_shutdown(sender: Any, **_: Any) -> None:
         await runtime.drain_outbox()

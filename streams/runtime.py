@@ -1,16 +1,17 @@
 """What the Faust agents, timers and views of one worker share.
 
 Built by the composition root (:mod:`streams.bootstrap`) and handed to the
-agents; nothing here is created at import time. It owns the retry policy for
-outages: an input is retried until its step is committed to Redis, so an
-outage delays processing but never drops an event, and Kafka offsets only move
-on once the step is durable.
+agents (:mod:`streams.agents`); nothing here is created at import time. It
+owns the retry policy for outages: an input is retried until its step is
+committed to Redis, so an outage delays processing but never drops an event,
+and Kafka offsets only move on once the step is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,6 @@ from creditwatch.metrics import Metrics
 from risk.processor import Processor, Result, Source
 from risk.redis_store import RedisStateStore
 from streams.outbox import OutboxPublisher
-from streams.partitioning import partition_for
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,44 @@ class WorkerRuntime:
         self.wake(partition)
         return result
 
+    async def handle_batch(
+        self,
+        messages: Sequence[tuple[bytes, str, int, int]],
+        *,
+        internal: bool = False,
+    ) -> list[Result]:
+        """Process a batch of Kafka messages ``(value, topic, partition, offset)`` in order.
+
+        Outages are retried until the whole batch is committed: the part a
+        failed attempt had already committed is recognised as already applied
+        on the next one, so retrying the batch is safe.
+        """
+        batch = [
+            (raw, Source(topic, partition, offset)) for raw, topic, partition, offset in messages
+        ]
+        backoff = 0.05
+        while True:
+            try:
+                results = await self.processor.handle_batch(batch, internal=internal)
+                break
+            except RETRYABLE as exc:
+                log.warning("state store unavailable, retrying in %.2fs: %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        # Producers key by customer, so a customer's outbox shard is the partition
+        # its events arrive on; any other shard is published at its idle wake-up.
+        for shard in {source.partition for _raw, source in batch}:
+            if shard is not None:
+                self.wake(shard)
+        return results
+
     def wake(self, shard: int) -> None:
         publisher = self.publishers.get(shard)
         if publisher is not None:
             publisher.wakeup.set()
 
     def shard_of(self, customer_id: str) -> int:
-        return partition_for(customer_id, self.settings.kafka.topic_partitions)
+        return self.processor.shard_of(customer_id)
 
     async def tick(self) -> int:
         """Advance arrears of this worker's customers to their shard's watermark."""

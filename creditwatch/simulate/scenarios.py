@@ -203,6 +203,10 @@ class _Builder:
         self._rows.append((when, n, event))
         return event
 
+    def events_of(self, customer_id: str, *, before: datetime) -> list[dict[str, Any]]:
+        """The events recorded so far for ``customer_id`` that happen before ``before``."""
+        return [e for when, _, e in self._rows if e["customer_id"] == customer_id and when < before]
+
     def finish(self, truth: dict[str, Any]) -> Scenario:
         """Sort by instant (ties: creation order) and attach roles and controls."""
         events = [e for _, _, e in sorted(self._rows, key=lambda r: (r[0], r[1]))]
@@ -1006,6 +1010,181 @@ def _control(b: _Builder, *, retail: int = 2, sme: int = 1, months: int = 6) -> 
     return {"expect": "no early warnings for any customer"}
 
 
+_DRIFT_MCC: tuple[tuple[str, int, int], ...] = (
+    ("5732", 80, 900),  # electronics
+    ("5944", 80, 900),  # jewellery
+    ("5691", 50, 600),  # clothing
+    ("4722", 100, 900),  # travel agencies
+)
+_TAKEOVER_MCC = (
+    "5045",
+    "5816",
+    "4829",
+    "6051",
+)  # computers, digital goods, money orders, quasi-cash
+
+
+def _spending_drift(
+    b: _Builder,
+    *,
+    steady_days: int = 75,
+    drift_days: int = 56,
+    after_days: int = 28,
+    factor: float = 4.0,
+    new_share: float = 0.8,
+    controls: int = 6,
+) -> dict[str, Any]:
+    """A customer's card purchases creep up and move to new kinds of merchants over weeks.
+
+    For ``steady_days`` the subject lives like everyone else (salary, daytime
+    card purchases at the usual merchants, a small loan paid on time). Then,
+    over ``drift_days``, every purchase is scaled by a level rising linearly
+    from 1 to ``factor``, and the chance that it goes to a merchant category
+    the customer never used (electronics, jewellery, clothing, travel) rises
+    from 0 to ``new_share``; it stays there for ``after_days``. No purchase is
+    out of the range of a retail customer's card spending, a week's spending
+    stays well below a month's income, and everything is a daytime card
+    purchase in CN: no rule has anything to cross. ``controls`` retail
+    customers live the steady life to the horizon.
+    """
+    if steady_days < 30 or drift_days < 14 or after_days < 0:
+        raise ValueError("steady_days >= 30, drift_days >= 14 and after_days >= 0 are needed")
+    if not 1.0 < factor <= 6.0 or not 0.0 <= new_share <= 1.0:
+        raise ValueError("factor must be within (1, 6] and new_share within [0, 1]")
+    rng = b.rng
+    drift_start = b.day0 + timedelta(days=steady_days)
+    drift_full = drift_start + timedelta(days=drift_days)
+    end = b.horizon(drift_full + timedelta(days=after_days))
+    income = rng.randint(150, 250) * 10_000  # 15,000.00 - 25,000.00 CNY
+    cid = b.customer("subject", "retail", income)
+    payday = rng.choice((5, 10, 15, 20, 25))
+    b.credits(
+        cid,
+        f"EMP-{rng.randint(1, 9999):04d}",
+        "employer",
+        b.monthly_dates(payday, until=end),
+        income,
+    )
+    b.consumer_loan(cid, end)
+    purchases: list[dict[str, Any]] = []
+    d = b.day0 + timedelta(days=1)
+    while d <= end:
+        if rng.random() < 0.5:
+            progress = min(max((d - drift_start).days / drift_days, 0.0), 1.0)
+            if d >= drift_start and rng.random() < new_share * progress:
+                mcc, lo, hi = rng.choice(_DRIFT_MCC)
+            else:
+                mcc, lo, hi = rng.choice(_CARD_MCC)
+            level = 1.0 + (factor - 1.0) * progress
+            cents = round(rng.randint(lo * 100, hi * 100) * level)
+            event = b.txn(cid, b.some_time(d, 9, 21), cents, "debit", "card", mcc=mcc)
+            purchases.append(event)
+        d += timedelta(days=1)
+    for _ in range(controls):
+        control, _, _ = b.retail("control", end)
+        b.consumer_loan(control, end)
+    drifting = [e for e in purchases if _local_day(e) >= drift_start]
+    usual = {m for m, _, _ in _CARD_MCC}
+    return {
+        "subject": cid,
+        "drift_start_date": drift_start.isoformat(),
+        "drift_start_at": b.at(drift_start, 0).isoformat(),
+        "drift_full_date": drift_full.isoformat(),
+        "drift_full_at": b.at(drift_full, 0).isoformat(),
+        "first_drift_event_id": drifting[0]["event_id"],
+        "drift_event_ids": [e["event_id"] for e in drifting],
+        "factor": f"{factor:.2f}",
+        "new_merchant_categories": sorted({e["merchant_category"] for e in drifting} - usual),
+        "monthly_income": _money(income),
+    }
+
+
+def _account_takeover(
+    b: _Builder,
+    *,
+    history_days: int = 75,
+    purchases: int = 5,
+    confirm_after_days: int = 4,
+    controls: int = 6,
+) -> dict[str, Any]:
+    """Someone else spends from the account: ordinary amounts, at night, online, new merchants.
+
+    The subject lives an ordinary retail life (salary, daytime card purchases
+    in CN, a loan paid on time) for ``history_days``; then, over two nights,
+    ``purchases`` online debits between 01:00 and 04:30 local time, each within
+    10 % of one of the customer's own earlier purchases, at merchant categories
+    the customer never used. The bank confirms them as fraud
+    (``outcome.fraud_confirmed``, one per transaction) ``confirm_after_days``
+    later; the customer's own life goes on. Nothing crosses a rule: no card
+    abroad, no cash, nothing near a month's income. Controls: ``controls``
+    ordinary retail customers and one who has always shopped online in the
+    evening, whose online purchases are their habit, not a takeover.
+    """
+    if history_days < 45 or purchases < 1 or confirm_after_days < 1:
+        raise ValueError("history_days >= 45, purchases >= 1 and confirm_after_days >= 1 needed")
+    rng = b.rng
+    takeover_day = b.day0 + timedelta(days=history_days)
+    end = b.horizon(takeover_day + timedelta(days=45))
+    cid, _, _ = b.retail("subject", end)
+    b.consumer_loan(cid, end)
+    own = [
+        _cents(e["amount"])
+        for e in b.events_of(cid, before=b.at(takeover_day, 0))
+        if e["type"] == "transaction.posted" and e["direction"] == "debit"
+    ]
+    fraud: list[dict[str, Any]] = []
+    for i in range(purchases):
+        night = takeover_day + timedelta(days=i * 2 // purchases)
+        when = b.at(night, 1) + timedelta(seconds=rng.randint(0, int(3.5 * 3600)))
+        cents = round(rng.choice(own) * rng.uniform(0.9, 1.1))  # one of the customer's own
+        fraud.append(b.txn(cid, when, cents, "debit", "online", mcc=rng.choice(_TAKEOVER_MCC)))
+    fraud.sort(key=lambda e: datetime.fromisoformat(e["occurred_at"]))
+    confirm_day = _local_day(fraud[-1]) + timedelta(days=confirm_after_days)
+    confirmations = [
+        b.emit(
+            cid,
+            b.some_time(confirm_day, 10, 16),
+            "outcome.fraud_confirmed",
+            transaction_event_id=e["event_id"],
+        )
+        for e in fraud
+    ]
+    for _ in range(controls):
+        control, _, _ = b.retail("control", end)
+        b.consumer_loan(control, end)
+    shopper, _, _ = b.retail("control_online_shopper", end)
+    b.consumer_loan(shopper, end)
+    d = b.day0 + timedelta(days=1)
+    while d <= end:
+        if rng.random() < 0.25:
+            mcc, lo, hi = rng.choice(_CARD_MCC)
+            b.txn(
+                shopper,
+                b.some_time(d, 18, 22),
+                rng.randint(lo * 100, hi * 100),
+                "debit",
+                "online",
+                mcc=mcc,
+            )
+        d += timedelta(days=1)
+    first = min(confirmations, key=lambda e: datetime.fromisoformat(e["occurred_at"]))
+    return {
+        "subject": cid,
+        "takeover_date": takeover_day.isoformat(),
+        "takeover_at": fraud[0]["occurred_at"],
+        "first_fraud_event_id": fraud[0]["event_id"],
+        "fraud_event_ids": [e["event_id"] for e in fraud],
+        "confirmation_event_ids": [e["event_id"] for e in confirmations],
+        "confirmed_at": first["occurred_at"],
+        "channel": "online",
+        "local_hours": [1, 5],
+    }
+
+
+def _local_day(event: dict[str, Any]) -> date:
+    return datetime.fromisoformat(event["occurred_at"]).astimezone(_ZONE).date()
+
+
 # --------------------------------------------------------------------------- public API
 
 _Body = Callable[..., dict[str, Any]]
@@ -1018,6 +1197,8 @@ _BODIES: dict[str, tuple[str, _Body]] = {
     "large_exposure": ("LEXP", _large_exposure),
     "restructure_and_cure": ("RCURE", _restructure_and_cure),
     "control": ("CTRL", _control),
+    "spending_drift": ("SDRIFT", _spending_drift),
+    "account_takeover": ("ATO", _account_takeover),
 }
 
 

@@ -20,6 +20,7 @@ from detectors.default_probability import DefaultProbability
 from detectors.features import transaction_x
 from detectors.population import PopulationAnomaly
 from detectors.repayment import RepaymentDrift
+from detectors.spending import SpendingDrift
 from detectors.stack import Finding, Stack
 from detectors.thresholds import Thresholds
 from detectors.transaction import TransactionAnomaly
@@ -131,6 +132,20 @@ def test_account_takeover_with_normal_amounts_at_abnormal_times_is_seen(engine: 
     assert all(f.flagged for f in scores)
 
 
+def test_bounded_counts_keep_their_highest_count_exactly() -> None:
+    """The maps' ``tp`` spares a max() per map per debit: it must always be the real max."""
+    from detectors.transaction import count
+
+    rng = random.Random(9)
+    for size, cap in ((1, 5), (3, 4), (7, 200), (10, 20)):
+        counts: dict[str, int] = {}
+        top = 0
+        for _ in range(3000):
+            top = count(counts, rng.choice("abcdefghijklmn"[: rng.randint(1, 14)]), size, cap, top)
+            assert top == max(counts.values(), default=0)
+            assert len(counts) <= size and max(counts.values()) <= cap
+
+
 def test_transaction_anomaly_is_robust_to_one_heavy_tail_amount() -> None:
     det = TransactionAnomaly(warm_up=5)
     b = Bound(det)
@@ -144,19 +159,46 @@ def test_transaction_anomaly_is_robust_to_one_heavy_tail_amount() -> None:
     assert abs(b.model["s"] - before[1]) < 0.1
 
 
-def test_gradual_spending_shift_raises_the_shift_part() -> None:
-    det = TransactionAnomaly()
-    b = Bound(det)
+def test_gradual_spending_shift_is_seen_by_the_drift_detector_not_per_debit() -> None:
+    shift = SpendingDrift()
+    novelty = TransactionAnomaly()
+    drift_model, novelty_model = shift.init(), novelty.init()
     rng = random.Random(4)
-    base = {"channel": "card", "country": "CN", "mcc": "5411", "hour_of_week": 12.0}
+    base = {"direction": "debit", "channel": "card", "country": "CN", "hour_of_week": 12.0}
+    steady = []
     for _ in range(80):
-        b.learn_one({**base, "amount": rng.uniform(40, 60)})
-    control = det.explain({**base, "amount": 50.0}, b.model)["shift"]
+        x = {**base, "amount": rng.uniform(40, 60), "mcc": rng.choice(("5411", "5812"))}
+        steady.append(shift.score_one(x, drift_model))
+        shift.learn_one(x, drift_model)
+        novelty.learn_one(x, novelty_model)
+    drifting, novel = [], []
     for i in range(30):  # spending creeps from ~50 to ~400 over 30 debits
-        b.learn_one({**base, "amount": 50 * 8 ** (i / 29) * rng.uniform(0.9, 1.1)})
-    shifted = det.explain({**base, "amount": 400.0}, b.model)["shift"]
-    assert control == 0.0
-    assert shifted > 1.0
+        x = {**base, "amount": 50 * 8 ** (i / 29) * rng.uniform(0.9, 1.1), "mcc": "5411"}
+        drifting.append(shift.score_one(x, drift_model))
+        novel.append(novelty.score_one(x, novelty_model))
+        shift.learn_one(x, drift_model)
+        novelty.learn_one(x, novelty_model)
+    assert max(steady) < 3.0
+    assert drifting[-1] > 15.0
+    assert drifting[-1] > drifting[20] > drifting[10]
+    # each step is small: the per-debit detector, which learns as it goes, sees far less
+    assert drifting[-1] > 3 * max(novel)
+
+
+def test_drift_detector_ignores_credits_cash_and_transfers() -> None:
+    det = SpendingDrift(warm_up=2)
+    m = det.init()
+    for i in range(10):
+        det.learn_one({"direction": "debit", "channel": "card", "amount": 50.0 + i}, m)
+    before = dict(m)
+    for x in (
+        {"direction": "credit", "channel": "transfer", "amount": 90000.0},
+        {"direction": "debit", "channel": "atm", "amount": 9000.0},
+        {"direction": "debit", "channel": "transfer", "amount": 90000.0},
+    ):
+        assert det.score_one(x, m) == 0.0
+        det.learn_one(x, m)
+    assert m == before
 
 
 # -- velocity and bursts ------------------------------------------------------------
@@ -164,7 +206,7 @@ def test_gradual_spending_shift_raises_the_shift_part() -> None:
 
 def test_burst_of_atm_withdrawals_is_flagged_weekly_one_is_not(engine: Engine) -> None:
     rng = random.Random(5)
-    stack = Stack(thresholds=Thresholds(q=0.99, min_count=40))
+    stack = Stack(thresholds=Thresholds(q=0.99, min_count=40), explain_all=True)
     c = Customer(stack, engine, "c-burst")
     weekly = []
     for day in range(56):
@@ -291,6 +333,42 @@ def test_population_anomaly_ranks_an_odd_vector_above_the_crowd(engine: Engine) 
     odd = det.score_one(transaction_x(odd_ev, st))
     q99 = sorted(crowd[1000:])[int(0.99 * 2000)]
     assert odd > q99
+
+
+@pytest.mark.parametrize(("n_trees", "height", "window"), [(5, 6, 50), (3, 4, 20), (10, 8, 100)])
+def test_lean_half_space_trees_score_exactly_as_rivers(
+    n_trees: int, height: int, window: int
+) -> None:
+    """Same seed, same stream: the flat re-implementation gives river's scores to the bit,
+    with missing features (the heavier branch) and observations taken back (refused)."""
+    from river import anomaly
+
+    from detectors.population import ORDER, HalfSpaceTrees
+
+    rng = random.Random(n_trees * 100 + height)
+    ref = anomaly.HalfSpaceTrees(
+        n_trees=n_trees,
+        height=height,
+        window_size=window,
+        limits={k: (0.0, 1.0) for k in ORDER},
+        seed=17,
+    )
+    lean = HalfSpaceTrees(len(ORDER), n_trees=n_trees, height=height, window_size=window, seed=17)
+    for i in range(1500):
+        x = {k: rng.random() ** 3 for k in ORDER if i == 0 or rng.random() < 0.9}
+        v = [x.get(k) for k in ORDER]
+        expected = float(ref.score_one(x))
+        assert lean.score(v) == expected
+        if i == 0:
+            ref.learn_one(x)
+            lean.learn(v)
+            continue
+        assert lean.walk(v) == expected  # the one-pass walk scores identically ...
+        if rng.random() < 0.1:
+            lean.unwalk(v)  # ... and a refused observation leaves no trace
+        else:
+            lean.close()
+            ref.learn_one(x)
 
 
 # -- default probability ---------------------------------------------------------------

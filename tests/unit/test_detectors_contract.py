@@ -125,6 +125,56 @@ def test_pickle_round_trip_keeps_scoring_identically(spec: Spec) -> None:
     assert run(clone, xs[200:]) == run(det, xs[200:])
 
 
+def run_one_pass(
+    det: Detector, xs: list[dict[str, Any]], refuse: set[int] = frozenset()
+) -> list[float]:
+    """The stack's form: ``begin``, then ``finish`` (learning unless ``i`` is refused)."""
+    scores = []
+    for i, x in enumerate(xs):
+        score, memo = det.begin(x)
+        scores.append(score)
+        det.finish(memo, i not in refuse)
+    return scores
+
+
+def test_one_pass_form_equals_score_then_learn(spec: Spec) -> None:
+    xs = stream(11, 400)
+    two_pass, one_pass = make(spec), make(spec)
+    expected = []
+    for x in xs:
+        expected.append(two_pass.score_one(x))
+        two_pass.learn_one(x)
+    assert run_one_pass(one_pass, xs) == expected
+    probe = stream(12, 50)
+    assert [one_pass.score_one(x) for x in probe] == [two_pass.score_one(x) for x in probe]
+
+
+def test_one_pass_refusal_leaves_the_norm_as_if_unseen(spec: Spec) -> None:
+    """A refused observation is not learned (a customer detector may still count a run)."""
+    xs = stream(13, 300)
+    refused = set(range(150, 300, 7))
+    skipping, refusing = make(spec), make(spec)
+    for i, x in enumerate(xs):
+        if i in refused:
+            if isinstance(skipping, Bound):
+                skipping.detector.observe_flagged(x, skipping.model)
+            continue
+        skipping.score_one(x)
+        skipping.learn_one(x)
+    run_one_pass(refusing, xs, refused)
+    probe = stream(14, 50)
+    assert [refusing.score_one(x) for x in probe] == [skipping.score_one(x) for x in probe]
+
+
+def test_one_pass_does_not_mutate_the_input(spec: Spec) -> None:
+    det = make(spec)
+    for i, x in enumerate(stream(15, 150)):
+        before = copy.deepcopy(x)
+        _, memo = det.begin(x)
+        det.finish(memo, i % 5 != 0)
+        assert x == before
+
+
 CUSTOMER_NAMES = [n for n in NAMES if isinstance(REGISTRY[n].build(), CustomerDetector)]
 
 

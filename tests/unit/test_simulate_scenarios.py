@@ -443,6 +443,107 @@ def test_control(built: dict[str, Scenario]) -> None:
         assert _card_debits(s, cid)
 
 
+def _local_hour(event: Event) -> float:
+    when = _when(event)  # rendered in +08:00: the customer's local time
+    return when.hour + when.minute / 60
+
+
+def test_spending_drift(built: dict[str, Scenario]) -> None:
+    s = built["spending_drift"]
+    truth = s.truth
+    subject = truth["subject"]
+    start = datetime.fromisoformat(truth["drift_start_at"])
+    full = datetime.fromisoformat(truth["drift_full_at"])
+    purchases = _card_debits(s, subject)
+    assert (
+        len(purchases)
+        == len(_of(s, subject, "transaction.posted")) - len(_employer_credits(s, subject)) - 1
+    )  # everything else is a card purchase, bar the loan's disbursement
+    before = [e for e in purchases if _when(e) < start]
+    drifting = [e for e in purchases if _when(e) >= start]
+    after = [e for e in purchases if _when(e) >= full]
+    assert [e["event_id"] for e in drifting] == truth["drift_event_ids"]
+    assert drifting[0]["event_id"] == truth["first_drift_event_id"]
+    usual = {e["merchant_category"] for e in before}
+    assert not usual & set(truth["new_merchant_categories"])
+    assert len(before) >= 25 and len(after) >= 8
+
+    def mean(events: list[Event]) -> Decimal:
+        return sum(Decimal(e["amount"]) for e in events) / len(events)
+
+    # amounts creep up (no step) and the merchants change
+    assert mean(after) > Decimal("2.5") * mean(before)
+    new_share = sum(e["merchant_category"] not in usual for e in after) / len(after)
+    assert new_share >= 0.5
+    first_half = drifting[: len(drifting) // 4]
+    assert mean(first_half) < Decimal("2") * mean(before)
+    # ... and nothing a rule would see: daytime card purchases in CN, far below income
+    income = Decimal(truth["monthly_income"])
+    for e in drifting:
+        assert e["channel"] == "card" and e["country"] == "CN"
+        assert 9 <= _local_hour(e) < 21
+        assert Decimal(e["amount"]) < income / 4
+    by_week: dict[tuple[int, int], Decimal] = defaultdict(Decimal)
+    for e in purchases:
+        by_week[_day(e).isocalendar()[:2]] += Decimal(e["amount"])
+    assert max(by_week.values()) < income / 2
+    for control in truth["controls"]:
+        _healthy(s, control)
+        assert {e["merchant_category"] for e in _card_debits(s, control)} <= {
+            "5411",
+            "5812",
+            "4121",
+            "5999",
+            "5541",
+            "5912",
+        }
+
+
+def test_account_takeover(built: dict[str, Scenario]) -> None:
+    s = built["account_takeover"]
+    truth = s.truth
+    subject = truth["subject"]
+    by_id = {e["event_id"]: e for e in s.events}
+    fraud = [by_id[i] for i in truth["fraud_event_ids"]]
+    takeover = datetime.fromisoformat(truth["takeover_at"])
+    assert fraud[0]["event_id"] == truth["first_fraud_event_id"]
+    assert _when(fraud[0]) == takeover
+    history = [
+        e
+        for e in _of(s, subject, "transaction.posted")
+        if e["direction"] == "debit" and _when(e) < takeover
+    ]
+    assert len(history) >= 20
+    assert {e["channel"] for e in history} == {"card"}
+    assert all(8 <= _local_hour(e) < 22 for e in history)
+    amounts = sorted(Decimal(e["amount"]) for e in history)
+    for e in fraud:
+        assert e["customer_id"] == subject and e["direction"] == "debit"
+        assert e["channel"] == "online" and "country" not in e
+        assert 1 <= _local_hour(e) < 4.5
+        assert e["merchant_category"] not in {h["merchant_category"] for h in history}
+        # an amount of the customer's own: within 10 % of one of their purchases
+        amount = Decimal(e["amount"])
+        assert any(abs(amount - a) <= a / 10 + Decimal("0.01") for a in amounts)
+    assert (_when(fraud[-1]) - _when(fraud[0])) < timedelta(days=2)
+    confirmations = [by_id[i] for i in truth["confirmation_event_ids"]]
+    assert [c["transaction_event_id"] for c in confirmations] == truth["fraud_event_ids"]
+    assert all(_when(c) > _when(fraud[-1]) for c in confirmations)
+    assert truth["confirmed_at"] == min(c["occurred_at"] for c in confirmations)
+    assert len(_card_debits(s, subject)) > len(history)  # the customer's own life goes on
+    roles = {c: s.customers[c] for c in truth["controls"]}
+    assert "control_online_shopper" in roles.values()
+    for control, role in roles.items():
+        _healthy(s, control)
+        debits = [e for e in _of(s, control, "transaction.posted") if e["direction"] == "debit"]
+        assert all(8 <= _local_hour(e) < 22 for e in debits)
+        online = [e for e in debits if e["channel"] == "online"]
+        if role == "control_online_shopper":
+            assert len(online) >= 10 and _when(online[0]) < takeover - timedelta(days=30)
+        else:
+            assert not online
+
+
 # --------------------------------------------------------------------------- API edges
 
 
