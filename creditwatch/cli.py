@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_rules(sub)
 
+    from creditwatch.evaluate import add_parser as add_evaluate
+
+    add_evaluate(sub)
+
     topics = sub.add_parser("topics", help="create the Kafka topics")
     topics.add_argument("action", choices=["create"])
     topics.set_defaults(func=_cmd_topics)
