@@ -30,6 +30,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from config.settings import Settings
+from detectors import flags
 from detectors.stack import Finding, Stack
 from risk.customer import CustomerState
 from risk.engine import CLOCK_EVENTS, Engine, Outcome
@@ -68,7 +69,6 @@ class Judge:
         det = self.settings.detectors
         self._detector_cooldown = int(det.alert_cooldown_hours * 3600)
         self._pd_points = det.default_probability_points
-        self._explained = det.explained_alerts_per_customer
 
     # -- the engine's interface -------------------------------------------------------
 
@@ -89,7 +89,8 @@ class Judge:
         if self.stack is not None:
             findings = self.stack.observe(event, st, st.det)
             self._take_default_probability(st, findings)
-            self._feedback(st, event)
+            # An analyst's verdict or a confirmed fraud teaches the detector that flagged it.
+            self.stack.feedback(event, st.det)
         scores = {f.detector: f.score for f in findings}
         before = rs.capture(st, self.engine, event) if rs is not None else None
         st, step = self.engine.apply(st, event)
@@ -222,7 +223,7 @@ class Judge:
             evidence=(event.event_id,),
             version=rs.version if rs is not None else self.engine.rule_set_version,
         )
-        self._remember_flag(st, alert_id, event.event_id, finding)
+        flags.attach_alert(st.det, event.event_id, finding.detector, alert_id)
 
     def _alert(
         self,
@@ -287,31 +288,6 @@ class Judge:
                 st.pd = round(min(max(f.score, 0.0), 1.0), 4)
                 st.detector_points = round(st.pd * self._pd_points)
 
-    def _remember_flag(
-        self, st: CustomerState, alert_id: str, event_id: str, finding: Finding
-    ) -> None:
-        """Keep what an analyst's verdict on this warning needs to teach the detector."""
-        if self._explained <= 0:
-            return
-        flags = st.det.setdefault("_flags", [])
-        flags.append([alert_id, event_id, finding.detector])
-        del flags[: -self._explained]
-
-    def _feedback(self, st: CustomerState, event: Any) -> None:
-        """Route an analyst's verdict or a confirmed fraud to the detector that flagged it."""
-        if self.stack is None or event.type not in ("alert.feedback", "outcome.fraud_confirmed"):
-            return
-        flags = st.det.get("_flags") or []
-        if event.type == "alert.feedback":
-            wanted, index = event.alert_id, 0
-            true_positive = event.verdict == "true_positive"
-        else:
-            wanted, index = event.transaction_event_id, 1
-            true_positive = True
-        for flag in flags:
-            if flag[index] == wanted:
-                self.stack.verdict(flag[2], {}, st.det, true_positive)
-
 
 def _worst_loan(st: CustomerState) -> str | None:
     """The open loan furthest past due: what a customer-level DPD warning is about."""
@@ -351,7 +327,7 @@ def build_judge(
             fixed = rule_set if rule_set is not None else load_configured_rules(settings)
             source = lambda: fixed  # noqa: E731 - one fixed version
     if stack is None and settings.detectors.enabled:
-        stack = Stack()
+        stack = Stack(flags_kept=settings.detectors.explained_alerts_per_customer)
     return Judge(Engine(settings, builtin_rules=source is None), rules=source, stack=stack)
 
 
