@@ -230,6 +230,8 @@ class RuleSettings(_Frozen):
     file: str | None = None
     name: str = Field(default="default", min_length=1, max_length=100)
     follow_published: bool = True
+    ready_timeout_seconds: float = Field(default=15.0, ge=0, le=600)
+    """How long a starting worker waits to read the rules topic before judging with its file."""
 
 
 class DetectorSettings(_Frozen):

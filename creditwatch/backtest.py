@@ -196,9 +196,7 @@ async def run_compare(
     """Replay the events with each rule set into ``out_dir/a`` and ``out_dir/b`` and compare."""
     console = console or Console(stderr=True)
     for sub, (_name, rule_set) in (("a", rules_a), ("b", rules_b)):
-        await run_replay(
-            events_path, out_dir / sub, settings, console=console, rule_set=rule_set
-        )
+        await run_replay(events_path, out_dir / sub, settings, console=console, rule_set=rule_set)
     report = compare_outputs(
         out_dir / "a",
         out_dir / "b",

@@ -75,3 +75,20 @@ class Metrics:
             "Latest event time seen (Unix seconds).",
             registry=r,
         )
+        self.rule_sets_refused = Counter(
+            "creditwatch_rule_sets_refused",
+            "Published rule-set versions this worker refused (it kept the last good one).",
+            registry=r,
+        )
+        self.rule_set_info = Gauge(
+            "creditwatch_rule_set_info",
+            "The rule set and version this worker judges with (value 1).",
+            ["name", "version"],
+            registry=r,
+        )
+        self.detector_model_saves = Counter(
+            "creditwatch_detector_model_saves",
+            "Saves of the shared detector models to Redis, by outcome (ok, failed).",
+            ["outcome"],
+            registry=r,
+        )

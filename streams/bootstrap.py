@@ -23,11 +23,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.settings import RedisSettings, Settings
 from creditwatch.metrics import Metrics
-from risk.judge import build_judge
 from risk.processor import Processor
 from risk.redis_store import RedisStateStore
 from schemas.topics import INPUT_TOPICS, INTERNAL_TOPICS
 from streams.agents import register_agents
+from streams.judging import build_judge_services
 from streams.kafka_options import aiokafka_options, faust_credentials
 from streams.partitioning import partition_for
 from streams.runtime import RETRYABLE, WorkerRuntime
@@ -75,8 +75,9 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
     def shard_of(customer_id: str) -> int:
         return partition_for(customer_id, partitions)  # murmur2 in Python: worth caching
 
+    judging = build_judge_services(settings, redis, metrics)
     processor = Processor(
-        build_judge(settings),  # the engine with the rule set and the detectors, as in replay
+        judging.judge,  # the engine with the rule set and the detectors, as in replay
         store,
         metrics=metrics,
         shard_of=shard_of,
@@ -90,6 +91,7 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
         processor=processor,
         metrics=metrics,
         kafka_options=aiokafka_options(settings.kafka),
+        judging=judging,
     )
     app = faust.App(
         settings.app_id,
@@ -113,6 +115,11 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
     )
     register_agents(app, runtime)
     register_views(app, runtime)
+
+    @app.task
+    async def start_judging() -> None:
+        """Restore the detector models and read the rules topic before the first event."""
+        await judging.start()
 
     @app.timer(settings.dpd_tick_seconds)
     async def dpd_tick() -> None:
@@ -140,6 +147,9 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
         await runtime.on_assigned(runtime.assigned - shards(revoked))
 
     async def on_shutdown(sender: Any, **_: Any) -> None:
+        # Sent once the consumer has stopped and every taken event is acknowledged:
+        # the models saved here have learned from the last event.
+        await judging.stop()
         await runtime.drain_outbox()
         await runtime.stop()
 

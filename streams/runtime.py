@@ -23,6 +23,7 @@ from config.settings import Settings
 from creditwatch.metrics import Metrics
 from risk.processor import Processor, Result, Source
 from risk.redis_store import RedisStateStore
+from streams.judging import JudgeServices
 from streams.outbox import OutboxPublisher
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class WorkerRuntime:
     processor: Processor
     metrics: Metrics
     kafka_options: dict[str, Any]
+    judging: JudgeServices | None = None
     publishers: dict[int, OutboxPublisher] = field(default_factory=dict)
     publisher_tasks: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     assigned: set[int] = field(default_factory=set)
@@ -52,6 +54,7 @@ class WorkerRuntime:
         self, raw: bytes, topic: str, partition: int, offset: int, *, internal: bool = False
     ) -> Result:
         """Process one Kafka message, retrying outages until it is committed."""
+        await self.until_ready()
         backoff = 0.05
         while True:
             try:
@@ -78,6 +81,7 @@ class WorkerRuntime:
         failed attempt had already committed is recognised as already applied
         on the next one, so retrying the batch is safe.
         """
+        await self.until_ready()
         batch = [
             (raw, Source(topic, partition, offset)) for raw, topic, partition, offset in messages
         ]
@@ -97,6 +101,11 @@ class WorkerRuntime:
                 self.wake(shard)
         return results
 
+    async def until_ready(self) -> None:
+        """No event is judged before the models are restored and the rules topic is read."""
+        if self.judging is not None and not self.judging.ready.is_set():
+            await self.judging.ready.wait()
+
     def wake(self, shard: int) -> None:
         publisher = self.publishers.get(shard)
         if publisher is not None:
@@ -109,6 +118,7 @@ class WorkerRuntime:
         """Advance arrears of this worker's customers to their shard's watermark."""
         if not self.assigned:
             return 0
+        await self.until_ready()
         assigned = set(self.assigned)
         to = datetime.now(UTC) if self.settings.dpd_clock == "wall" else None
         out = await self.processor.tick(to, owns=lambda c: self.shard_of(c) in assigned)

@@ -29,6 +29,11 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
             "assigned_partitions": sorted(runtime.assigned),
             "outbox_depth": await runtime.outbox_depth() if redis_ok else None,
         }
+        if runtime.judging is not None:
+            judging = runtime.judging.health()
+            body.update(judging)
+            if not judging["ready"]:
+                body["status"] = "starting"
         return web.json(body, status=200 if body["status"] == "ok" else 503)
 
     @app.page("/metrics")
