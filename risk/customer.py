@@ -69,6 +69,9 @@ class CustomerState:
     pd: float | None = None  # the default model's last probability
     detector_points: int = 0  # what the detectors add to the risk score
     contacts: list[list[str]] = field(default_factory=list)  # [channel, local date] planned
+    # The live collections task of each loan in arrears, so it can be cancelled:
+    # loan id -> [task id, stage, channel, not_before (ISO 8601)].
+    tasks: dict[str, list[str]] = field(default_factory=dict)
 
     def has_seen(self, event_id: str) -> bool:
         """Whether this event was already applied (among the last remembered ones)."""
@@ -126,6 +129,7 @@ class CustomerState:
             "pd": self.pd,
             "dp": self.detector_points,
             "ct": self.contacts,
+            **({"tk": self.tasks} if self.tasks else {}),  # most customers have none
         }
 
     @classmethod
@@ -169,4 +173,5 @@ class CustomerState:
             pd=d.get("pd"),
             detector_points=d.get("dp", 0),
             contacts=d.get("ct") or [],
+            tasks=d.get("tk") or {},
         )

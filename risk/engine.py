@@ -151,7 +151,15 @@ class Engine:
         dpd_at = st.as_of or at
         override = self._handlers[event.type](st, event, now, out)
         reason = override or REASONS.get(event.type, "repayment activity")
-        self._reassess(st, now, out, evidence=(event.event_id,), reason=reason, dpd_at=dpd_at)
+        self._reassess(
+            st,
+            now,
+            out,
+            evidence=(event.event_id,),
+            reason=reason,
+            dpd_at=dpd_at,
+            cause=event.type,
+        )
         if st.last_event_at is None or at > st.last_event_at:
             st.last_event_at = at
         signals.check_income(self, st, at, out)
@@ -259,6 +267,10 @@ class Engine:
         """The calendar date in the customer's own time zone at instant ``at``."""
         return at.astimezone(st.tz).date()
 
+    def _clock_date(self, st: CustomerState, now: datetime) -> date:
+        """The local date of the customer's DPD clock (what arrears are judged at)."""
+        return self.local_date(st, st.as_of or now)
+
     # -- time passing ---------------------------------------------------------
 
     def _progress(self, st: CustomerState, to: datetime, out: Outcome) -> None:
@@ -313,16 +325,19 @@ class Engine:
         evidence: tuple[str, ...],
         reason: str,
         dpd_at: datetime,
+        cause: str = "",
     ) -> None:
         """After an event changed a loan: move each loan to its DPD and class.
 
         DPD is judged at ``dpd_at`` (the customer's DPD clock); warnings are
-        stamped ``at`` (the event's own time).
+        stamped ``at`` (the event's own time). ``cause`` is the event type.
         """
         local = self.local_date(st, dpd_at)
         for loan in st.loans.values():
             new_dpd = loan.dpd(local) if loan.status == "open" else loan.dpd_seen
-            self._move_loan(st, loan, new_dpd, at, out, evidence, reason, dpd_at=dpd_at)
+            self._move_loan(
+                st, loan, new_dpd, at, out, evidence, reason, dpd_at=dpd_at, cause=cause
+            )
         self._summarize(st, at, out)
 
     def _move_loan(
@@ -336,6 +351,7 @@ class Engine:
         reason: str,
         *,
         dpd_at: datetime | None = None,
+        cause: str = "",
     ) -> None:
         old_dpd = loan.dpd_seen
         old_class = loan.loan_class
@@ -373,6 +389,8 @@ class Engine:
             loan.episode = None
             loan.alerted_dpd = 0
             loan.stage_dpd = 0
+            cured = CURE_REASONS.get(cause, f"cured: loan back to 0 DPD ({reason})")
+            self._cancel_task(st, out, loan, at, local, cured)
         if new_dpd == 0 and new_class == "normal":
             loan.open_alerts = 0
         if not (dpd_mark or stage or new_class != old_class):
@@ -516,12 +534,23 @@ class Engine:
         at: datetime,
         local: date,
     ) -> None:
+        """Open the task of a new stage; the loan's previous stage task is cancelled first.
+
+        One live task per loan: a team never works a reminder for a loan that
+        has moved on to a call. The cancellation comes before the new task on
+        the customer's (ordered) partition.
+        """
         consent = st.contact_consent or {}
         channels = STAGE_CHANNELS[stage]
         channel = next((c for c in channels if consent.get(c, True)), channels[-1])
+        task_id = stable_id("task", st.customer_id, loan.loan_id, loan.episode or "", stage)
+        live = st.tasks.get(loan.loan_id)
+        if live is not None and live[0] != task_id:
+            self._cancel_task(st, out, loan, at, local, f"escalated to {stage}")
+        not_before = self._schedule_contact(st, channel, at)
         out.tasks.append(
             CollectionsTask(
-                task_id=stable_id("task", st.customer_id, loan.loan_id, loan.episode or "", stage),
+                task_id=task_id,
                 customer_id=st.customer_id,
                 loan_id=loan.loan_id,
                 dpd=dpd,
@@ -530,9 +559,76 @@ class Engine:
                 stage=stage,
                 channel=channel,
                 priority=STAGE_PRIORITY[stage],
-                not_before=self._schedule_contact(st, channel, at),
+                not_before=not_before,
                 reason=f"loan {loan.loan_id} reached {dpd} days past due: {stage} stage",
                 created_at=at.astimezone(st.tz),
+                status="open",
+            )
+        )
+        st.tasks[loan.loan_id] = [task_id, stage, channel, not_before.isoformat()]
+
+    def _cancel_task(
+        self,
+        st: CustomerState,
+        out: Outcome,
+        loan: Loan,
+        at: datetime,
+        local: date,
+        reason: str,
+        *,
+        keep: frozenset[str] = frozenset(),
+    ) -> None:
+        """Call off the loan's live task (unless its stage is in ``keep``) and forget it.
+
+        The cancellation carries the task's id, stage, channel, priority and
+        ``not_before`` as they were published, with the loan's DPD and overdue
+        amount now, the reason, and ``created_at`` the instant it was cancelled.
+
+        When a task is called off, and why (what a collections team expects):
+
+        - cured, the loan back to 0 DPD (a repayment, or a new schedule that
+          leaves nothing past due): every task ends, there is nothing to collect;
+        - a partial payment that leaves the loan past due changes nothing: the
+          stage reached stays in force;
+        - escalated to the next stage: the previous stage's task is superseded;
+        - closed: the loan is settled, every task ends;
+        - written off: the debt moves to recoveries; the dunning tasks
+          (reminder, call, visit) end, a ``legal_review`` stays open because
+          legal action is how recoveries pursue a written-off debt (it ends if
+          the loan is later closed);
+        - restructured: nothing by itself; the new schedule cures the loan (and
+          ends the task) once nothing under it is past due.
+
+        A contact still ahead when its task is called off will not happen, so
+        it no longer counts against the channel's caps.
+
+        Tasks opened before the engine tracked them (a state without ``tk``)
+        are not known, so no cancellation is published for them.
+        """
+        live = st.tasks.get(loan.loan_id)
+        if live is None or live[1] in keep:
+            return
+        del st.tasks[loan.loan_id]
+        task_id, stage, channel, not_before = live
+        planned = datetime.fromisoformat(not_before)
+        slot = [channel, planned.date().isoformat()]
+        if planned > at and slot in st.contacts:
+            st.contacts.remove(slot)
+        out.tasks.append(
+            CollectionsTask(
+                task_id=task_id,
+                customer_id=st.customer_id,
+                loan_id=loan.loan_id,
+                dpd=loan.dpd_seen,
+                overdue_amount=loan.overdue_amount(local),
+                currency=loan.currency,
+                stage=stage,
+                channel=channel,
+                priority=STAGE_PRIORITY[stage],
+                not_before=planned,
+                reason=reason,
+                created_at=at.astimezone(st.tz),
+                status="cancelled",
             )
         )
 
@@ -675,11 +771,22 @@ class Engine:
         loan = self._loan(st, ev.loan_id, st.currency or "XXX")
         loan.status = "closed"
         loan.dpd_seen = 0
+        self._cancel_task(st, out, loan, now, self._clock_date(st, now), "loan closed")
 
     def _on_loan_written_off(
         self, st: CustomerState, ev: LoanWrittenOff, now: datetime, out: Outcome
     ) -> None:
-        self._loan(st, ev.loan_id, ev.currency).status = "written_off"
+        loan = self._loan(st, ev.loan_id, ev.currency)
+        loan.status = "written_off"
+        self._cancel_task(
+            st,
+            out,
+            loan,
+            now,
+            self._clock_date(st, now),
+            "written off: moved to recoveries",
+            keep=RECOVERY_STAGES,
+        )
 
     def _on_customer_updated(
         self, st: CustomerState, ev: CustomerUpdated, now: datetime, out: Outcome
@@ -749,6 +856,15 @@ def _days(n: int) -> str:
 
 
 CLOCK_EVENTS = frozenset({"installment.due", "repayment.received", "repayment.failed"})
+
+RECOVERY_STAGES = frozenset({"legal_review"})
+"""Stages whose task survives a write-off: recoveries take the debt to court."""
+
+CURE_REASONS: dict[str, str] = {
+    "repayment.received": "cured: loan repaid to 0 DPD",
+    "installment.due": "cured: nothing past due under the instalment schedule (0 DPD)",
+}
+"""Why a loan's tasks end when it is back to 0 DPD, by the event that brought it back."""
 
 REASONS: dict[str, str] = {
     "loan.restructured": "restructured",

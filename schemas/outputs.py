@@ -40,6 +40,7 @@ __all__ = [
     "RiskState",
     "RiskTier",
     "Severity",
+    "TaskStatus",
 ]
 
 Severity: TypeAlias = Literal["info", "warning", "high", "critical"]
@@ -49,6 +50,7 @@ RiskTier: TypeAlias = Literal["premium", "low", "medium", "high"]
 LoanClass: TypeAlias = Literal["normal", "special_mention", "substandard", "doubtful", "loss"]
 CollectionsStage: TypeAlias = Literal["reminder", "call", "visit", "legal_review"]
 ContactChannel: TypeAlias = Literal["sms", "email", "phone", "visit", "letter"]
+TaskStatus: TypeAlias = Literal["open", "cancelled"]
 DeadLetterReason: TypeAlias = Literal[
     "not_json",
     "not_object",
@@ -89,9 +91,23 @@ class RiskAlert(BaseModel):
 
 
 class CollectionsTask(BaseModel):
-    """A task for a collections team on ``credit.collections-tasks.v1``."""
+    """A task for a collections team on ``credit.collections-tasks.v1``.
 
-    model_config = _OUTPUT
+    A task is published again, with the same ``task_id`` and ``status:
+    cancelled``, when it is called off: the loan cured (back to 0 DPD), was
+    closed or written off, or escalated to the next stage (one live task per
+    loan). The cancellation repeats the task's stage, channel, priority and
+    ``not_before`` so a team can match it to the contact it plans; its ``dpd``,
+    ``overdue_amount``, ``reason`` and ``created_at`` are those of the moment it
+    was cancelled. ``status`` is always written (the published schema requires
+    it); it defaults to ``open`` so a record built as before is an open task.
+    """
+
+    # Serialization schema lists ``status`` as required: it is always published,
+    # and subscribers may rely on it.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_serialization_defaults_required=True
+    )
 
     task_id: Identifier
     customer_id: CustomerId
@@ -107,6 +123,10 @@ class CollectionsTask(BaseModel):
     )
     reason: str
     created_at: AwareDatetime
+    status: TaskStatus = Field(
+        default="open",
+        description="open: to be worked; cancelled: called off (same task_id as the open one).",
+    )
 
 
 class LoanSummary(BaseModel):

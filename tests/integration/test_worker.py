@@ -125,11 +125,13 @@ def test_events_become_warnings_on_kafka_and_state_in_redis(deployment: Deployme
     assert [c["customer_id"] for c in top] == ["C1"]
     assert dep.redis().ttl(f"{dep.prefix}:c:C1") == -1  # an open loan: never expires
     assert metric_total(port, "creditwatch_events_total", outcome="applied") == 5
-    tasks = dep.consume("collections_tasks", expect=3)
-    assert [t["stage"] for t in sorted(tasks, key=lambda t: t["dpd"])] == [
-        "reminder",
-        "call",
-        "visit",
+    tasks = dep.consume("collections_tasks", expect=5)
+    assert [(t["stage"], t["status"]) for t in tasks] == [
+        ("reminder", "open"),
+        ("reminder", "cancelled"),  # escalated: one live task per loan
+        ("call", "open"),
+        ("call", "cancelled"),
+        ("visit", "open"),
     ]
 
 
