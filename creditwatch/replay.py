@@ -46,6 +46,7 @@ class ReplaySummary:
     dead_letters: int = 0
     alerts: Counter[str] = field(default_factory=Counter)
     tasks: int = 0
+    tasks_cancelled: int = 0
     state_changes: int = 0
     customers: int = 0
     as_of: datetime | None = None
@@ -76,7 +77,10 @@ class _Outputs:
             if rec.topic == RISK_ALERTS:
                 summary.alerts[orjson.loads(rec.value)["code"]] += 1
             elif rec.topic == COLLECTIONS_TASKS:
-                summary.tasks += 1
+                if orjson.loads(rec.value).get("status") == "cancelled":
+                    summary.tasks_cancelled += 1
+                else:
+                    summary.tasks += 1
         return internal
 
     def close(self) -> None:
@@ -241,7 +245,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head>
 <body><h1>creditwatch replay report</h1>
 <p>As of {html.escape(as_of)}: {summary.lines} events read, {summary.applied} applied,
 {summary.duplicates} duplicates, {summary.dead_letters} dead letters;
-{sum(summary.alerts.values())} warnings, {summary.tasks} collections tasks,
+{sum(summary.alerts.values())} warnings, {summary.tasks} collections tasks
+({summary.tasks_cancelled} called off),
 {summary.customers} customers.</p>
 <h2>Warnings by code</h2><table><tr><th>code</th><th>count</th></tr>{rows}</table>
 <h2>Customers by tier</h2><ul>{dist}</ul>
