@@ -11,13 +11,15 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from redis.asyncio import Redis
 
 from alerts.breaker import CircuitBreaker, MemoryBreakerStore
 from alerts.clock import Clock, SystemClock
 from alerts.config import AlertConfig
+from alerts.index import AlertIndex, MemoryAlertIndex, RedisAlertIndex
 from alerts.mail import EmailNotifier
 from alerts.outbox import Deliverer, MemoryOutbox, Notifier, OutboxStore
 from alerts.pipeline import AlertPipeline
@@ -38,6 +40,8 @@ class AlertService:
     silences: Silences
     breaker: CircuitBreaker
     outbox: OutboxStore
+    index: AlertIndex = field(default_factory=MemoryAlertIndex)
+    """The warnings people list, acknowledge and resolve (``alerts.index``)."""
 
 
 def default_owner() -> str:
@@ -84,6 +88,8 @@ def redis_service(
     clock: Clock | None = None,
     owner: str | None = None,
     population: Callable[[], Awaitable[int | None]] | None = None,
+    index_retention: timedelta = timedelta(days=30),
+    index_max_entries: int = 200_000,
 ) -> AlertService:
     """The worker's alert path: all state in Redis under ``{prefix}:al:``."""
     config = config or AlertConfig()
@@ -108,7 +114,10 @@ def redis_service(
         config=config.delivery,
         owner=owner or default_owner(),
     )
-    return AlertService(pipeline, deliverer, silences, breaker, outbox)
+    index = RedisAlertIndex(
+        redis, prefix=prefix, retention=index_retention, max_entries=index_max_entries
+    )
+    return AlertService(pipeline, deliverer, silences, breaker, outbox, index)
 
 
 def memory_service(

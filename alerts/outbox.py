@@ -178,6 +178,10 @@ class OutboxStore(Protocol):
 
     async def dead(self, limit: int = 100) -> list[OutboxMessage]: ...
 
+    async def dead_count(self) -> int:
+        """How many messages are parked as undeliverable."""
+        ...
+
     async def requeue_dead(self, message_ids: Sequence[str] | None, *, now_ms: int) -> int:
         """Make dead messages (all, or these) due again; how many."""
         ...
@@ -244,6 +248,9 @@ class MemoryOutbox:
 
     async def dead(self, limit: int = 100) -> list[OutboxMessage]:
         return [OutboxMessage.from_json(raw) for raw in list(self.dead_messages.values())[:limit]]
+
+    async def dead_count(self) -> int:
+        return len(self.dead_messages)
 
     async def requeue_dead(self, message_ids: Sequence[str] | None, *, now_ms: int) -> int:
         ids = list(self.dead_messages) if message_ids is None else list(message_ids)

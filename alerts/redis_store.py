@@ -25,6 +25,9 @@ Key layout (``{p}`` is the service's key prefix followed by ``:al``):
 ``{p}:br:h:{code}``         zset     customer id -> last hit (ms), within the window
 ``{p}:br:held:{code}``      list     warnings held while the breaker was open
 ==========================  =======  ==============================================
+
+The list of warnings people browse (``{p}:ix:*``) is :class:`alerts.index.RedisAlertIndex`;
+``docs/redis-keys.md`` has every key.
 """
 
 from __future__ import annotations
@@ -559,6 +562,9 @@ class RedisOutbox:
     async def dead(self, limit: int = 100) -> list[OutboxMessage]:
         raw = await self.redis.hvals(self.keys.outbox_dead)
         return [OutboxMessage.from_json(m) for m in raw[:limit]]
+
+    async def dead_count(self) -> int:
+        return int(await self.redis.hlen(self.keys.outbox_dead))
 
     async def requeue_dead(self, message_ids: Sequence[str] | None, *, now_ms: int) -> int:
         if message_ids is None:

@@ -93,6 +93,8 @@ from streams.topic_admin import ensure_topics
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PROBE_CODE = "repeated_failed_collections"
+SKIPPABLE = {"latency", "pair", "replay"}
+BATCH_LINE = re.compile(r"^creditwatch_batch_events_(sum|count) ([0-9.e+-]+)$")
 METRIC_LINE = re.compile(r'^creditwatch_events_total\{[^}]*topic="([^"]*)"[^}]*\} ([0-9.e+-]+)$')
 
 
@@ -340,6 +342,23 @@ class Worker:
                 total += float(m.group(2))
         return int(total)
 
+    def batches(self) -> dict[str, Any]:
+        """How many events the agents handed the processor at once (the batch histogram)."""
+        try:
+            text = self._get("/metrics").decode()
+        except OSError:
+            return {}
+        values = {}
+        for line in text.splitlines():
+            m = BATCH_LINE.match(line)
+            if m:
+                values[m.group(1)] = float(m.group(2))
+        count = values.get("count", 0.0)
+        return {
+            "batches": int(count),
+            "mean_events": round(values.get("sum", 0.0) / count, 1) if count else None,
+        }
+
     def assigned(self) -> list[int]:
         body = self.health()
         return list(body.get("assigned_partitions") or []) if body else []
@@ -522,13 +541,15 @@ async def consume_backlog(
     redis: Redis,
     expected: int,
     timeout: float,
-    poll: float = 0.25,
+    poll: float = 0.5,
     window: float | None = None,
 ) -> dict[str, Any]:
     """Poll the workers' counters until ``expected`` events are processed and the outbox is empty.
 
     Measures from the first poll that sees every worker assigned and some
-    event processed, so start-up and the first rebalance are not counted.
+    event processed, so start-up and the first rebalance are not counted. Polled
+    every half second: each poll is a /metrics request the worker answers with
+    its own CPU.
     With ``window``, measures only that many seconds of processing (the rate
     of a backlog that is not worked to its end).
     """
@@ -584,6 +605,11 @@ async def consume_backlog(
         ],
         "machine_cpu_percent": round(100 * (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1)),
         "redis_cpu_percent": round(100 * (redis_cpu1 - redis_cpu0) / processing),
+        # CPU per event is what other work on the machine changes least (the rate is
+        # what the worker got of a shared machine; this is what it needed).
+        "worker_cpu_ms_per_event": round(
+            1000 * sum(cpu1[w.pid] - cpu0[w.pid] for w in workers) / max(expected - c0, 1), 3
+        ),
     }
 
 
@@ -995,6 +1021,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "partitions": args.partitions,
             "tick_seconds": args.tick_seconds,
             "seed": args.seed,
+            "skipped": sorted(args.skip),
         },
     }
     space = Space.fresh(args.partitions)
@@ -1037,6 +1064,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         profiler = Profiler(worker.pid, tmp / "worker-1.pyspy.txt") if args.profile else None
         try:
             result["product"] = await consume_backlog([worker], redis, n, timeout=args.timeout)
+            result["product"]["batches"] = worker.batches()
         finally:
             if profiler is not None:
                 profiler.stop()
@@ -1070,7 +1098,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["latency"] = []
         tail_at = 0
         probe_base = 0
-        for rate, seconds in phases:
+        for rate, seconds in phases if "latency" not in args.skip else []:
             log(f"(4) latency at {rate:.0f} events/s for {seconds:.0f}s")
             needed = int(rate * seconds) + 10
             chunk = tail[tail_at : tail_at + needed]
@@ -1103,40 +1131,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["memory"]["worker_peak_rss_mib"] = _round(peak_rss_mib(worker.pid))
         worker.stop()
 
-        log("(5) two workers on the same backlog (fresh group, prefix and outputs)")
-        space2 = Space.fresh(args.partitions, inputs_from=space)
-        spaces.append(space2)
-        await ensure_topics(space2.settings(args.bootstrap, args.redis))
-        pair = [Worker(space2, args, tmp, f"pair-{i}") for i in range(2)]
-        workers += pair
-        for w in pair:
-            w.wait_ready()
-        two = await consume_backlog(pair, redis, n, timeout=args.timeout, window=args.pair_window)
-        two["assigned_partitions"] = [w.assigned() for w in pair]
-        two["peak_rss_mib"] = [_round(peak_rss_mib(w.pid)) for w in pair]
-        two["speedup_vs_one"] = round(two["events_per_s"] / result["product"]["events_per_s"], 2)
-        result["two_workers"] = two
-        for w in pair:
-            w.stop()
-        log(f"    {two['events_per_s']} ev/s with two workers")
+        if "pair" not in args.skip:
+            result["two_workers"] = await two_workers(args, space, spaces, workers, tmp, redis, n)
+            result["two_workers"]["speedup_vs_one"] = round(
+                result["two_workers"]["events_per_s"] / result["product"]["events_per_s"], 2
+            )
 
-        log("replay on the same events, and comparison of the warnings")
-        events_path = tmp / "events.jsonl"
-        events_path.write_bytes(b"".join(dumps_event(e) + b"\n" for e in sent_log))
-        replay_env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITWATCH_")}
-        replay_secs = run_replay_cli(events_path, tmp / "replay", replay_env, args.worker_root)
-        replay_alerts = [
-            orjson.loads(x) for x in (tmp / "replay" / "alerts.jsonl").read_bytes().splitlines()
-        ]
-        worker_alerts = await read_topic(
-            args.bootstrap, space.topics["risk_alerts"], args.partitions
-        )
-        result["replay"] = {
-            "events": len(sent_log),
-            "seconds": round(replay_secs, 1),
-            "events_per_s": round(len(sent_log) / replay_secs),
-        }
-        result["equality"] = compare_alerts(worker_alerts, replay_alerts)
+        if "replay" not in args.skip:
+            result["replay"], result["equality"] = await replay_equality(args, space, sent_log, tmp)
     finally:
         for w in workers:
             w.stop()
@@ -1145,6 +1147,54 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await cleanup(args.bootstrap, redis, spaces)
         await redis.aclose()
     return result
+
+
+async def two_workers(
+    args: argparse.Namespace,
+    space: Space,
+    spaces: list[Space],
+    workers: list[Worker],
+    tmp: Path,
+    redis: Redis,
+    n: int,
+) -> dict[str, Any]:
+    """(6): two workers, a fresh group, key prefix and outputs, on the same input backlog."""
+    log("(5) two workers on the same backlog (fresh group, prefix and outputs)")
+    space2 = Space.fresh(args.partitions, inputs_from=space)
+    spaces.append(space2)
+    await ensure_topics(space2.settings(args.bootstrap, args.redis))
+    pair = [Worker(space2, args, tmp, f"pair-{i}") for i in range(2)]
+    workers += pair
+    for w in pair:
+        w.wait_ready()
+    two = await consume_backlog(pair, redis, n, timeout=args.timeout, window=args.pair_window)
+    two["assigned_partitions"] = [w.assigned() for w in pair]
+    two["peak_rss_mib"] = [_round(peak_rss_mib(w.pid)) for w in pair]
+    for w in pair:
+        w.stop()
+    log(f"    {two['events_per_s']} ev/s with two workers")
+    return two
+
+
+async def replay_equality(
+    args: argparse.Namespace, space: Space, sent_log: list[dict[str, Any]], tmp: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``creditwatch replay`` on every event the single worker was given; warnings compared."""
+    log("replay on the same events, and comparison of the warnings")
+    events_path = tmp / "events.jsonl"
+    events_path.write_bytes(b"".join(dumps_event(e) + b"\n" for e in sent_log))
+    replay_env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITWATCH_")}
+    replay_secs = run_replay_cli(events_path, tmp / "replay", replay_env, args.worker_root)
+    replay_alerts = [
+        orjson.loads(x) for x in (tmp / "replay" / "alerts.jsonl").read_bytes().splitlines()
+    ]
+    worker_alerts = await read_topic(args.bootstrap, space.topics["risk_alerts"], args.partitions)
+    replay = {
+        "events": len(sent_log),
+        "seconds": round(replay_secs, 1),
+        "events_per_s": round(len(sent_log) / replay_secs),
+    }
+    return replay, compare_alerts(worker_alerts, replay_alerts)
 
 
 def table(r: dict[str, Any]) -> str:
@@ -1168,6 +1218,14 @@ def table(r: dict[str, Any]) -> str:
             f"{p['machine_cpu_percent']} %",
         )
     )
+    rows.append(("    worker CPU per event", f"{p['worker_cpu_ms_per_event']} ms"))
+    if p.get("batches"):
+        rows.append(
+            (
+                "    batches (mean events)",
+                f"{p['batches']['batches']:,} ({p['batches']['mean_events']})",
+            )
+        )
     rows.append(("(3)/(2)", f"{r['ratio_product_to_limit']:.3f}"))
     for phase in r.get("latency", []):
         rows.append(
@@ -1262,9 +1320,18 @@ def main() -> int:
         action="store_true",
         help="sample the single worker with py-spy while it works the backlog",
     )
+    parser.add_argument(
+        "--skip",
+        type=lambda text: {x for x in text.split(",") if x},
+        default=set(),
+        help="leave out phases, comma-separated: latency, pair, replay (quicker comparisons)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run's topics and keys")
     parser.add_argument("--json", type=Path, help="results file (default bench/results/...)")
     args = parser.parse_args()
+    unknown = args.skip - SKIPPABLE
+    if unknown:
+        parser.error(f"--skip: unknown phase(s) {', '.join(sorted(unknown))}")
     if args.bootstrap and args.redis:
         result = asyncio.run(run(args))
         result["stack"] = {"started_by_the_benchmark": False}

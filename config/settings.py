@@ -10,12 +10,15 @@ field; secrets are ``SecretStr`` so they never show up in a repr or a log.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from alerts.config import AlertConfig
 from schemas.topics import DEFAULT_TOPICS
 
 Channel = Literal["sms", "email", "phone", "visit", "letter"]
@@ -82,16 +85,113 @@ class RedisSettings(_Frozen):
         return value
 
 
+_ADDRESS = re.compile(r"^[^@\s<>,]+@[^@\s<>,]+$")
+
+
 class SmtpSettings(_Frozen):
-    """The risk desk's mail relay."""
+    """The risk desk's mail relay, and who is told.
+
+    ``risk_desk`` gets the digests of early warnings, ``ops`` the notices about
+    the alert path itself (a rule's circuit breaker opened or closed). Either
+    may be empty: messages for a receiver with no addresses are kept in the
+    alert outbox as undeliverable (``creditwatch alerts outbox``), not lost.
+    ``starttls`` upgrades a plain connection (port 587); ``use_tls`` speaks TLS
+    from the first byte (port 465); a relay takes one or the other.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(default=1025, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
     starttls: bool = False
+    use_tls: bool = False
+    tls_ca_file: str | None = None
+    """CA bundle that signed the relay's certificate (the system's CAs when unset)."""
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     sender: str = "creditwatch@localhost"
     risk_desk: tuple[str, ...] = ()
+    ops: tuple[str, ...] = ()
+    subject_prefix: str = Field(default="[creditwatch]", max_length=40)
+
+    @field_validator("risk_desk", "ops")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in value if not _ADDRESS.match(a)]
+        if bad:
+            raise ValueError(f"not an email address: {bad}")
+        return value
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        address = value.rpartition("<")[2].rstrip(">").strip()
+        if not _ADDRESS.match(address):
+            raise ValueError(f"not an email address: {value!r}")
+        return value
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _ca_file(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> SmtpSettings:
+        if self.use_tls and self.starttls:
+            raise ValueError("smtp.use_tls and smtp.starttls exclude each other: choose one")
+        return self
+
+
+class AlertDeliverySettings(_Frozen):
+    """The worker's alert path: warnings on the alerts topic to the desk's inbox.
+
+    ``policy`` is the notification pipeline's own configuration (routes,
+    inhibition, grouping, dedup, breaker, retries: ``alerts.config``), e.g.
+    ``CREDITWATCH_ALERT_DELIVERY__POLICY__GROUP_WAIT=PT30S``.
+    """
+
+    enabled: bool = True
+    public_base_url: str = "http://127.0.0.1:6066"
+    """Where people reach this service's API: the links in emails start with it."""
+    flush_interval_seconds: float = Field(default=5.0, gt=0, le=300)
+    """How often due groups become digests (group waits are tens of seconds)."""
+    deliver_idle_seconds: float = Field(default=1.0, gt=0, le=60)
+    """How long delivery sleeps when the outbox has nothing due."""
+    max_age_hours: float = Field(default=168.0, ge=0)
+    """A warning published longer ago than this is listed but nobody is emailed
+    (a new consumer group reading the topic's history must not mail it all); 0: no limit."""
+    index_retention_days: int = Field(default=30, ge=1, le=3650)
+    """How long ``GET /alerts`` lists a warning (the alerts topic is the record)."""
+    index_max_alerts: int = Field(default=200_000, ge=100, le=10_000_000)
+    policy: AlertConfig = AlertConfig()
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class ApiSettings(_Frozen):
+    """Bearer tokens of the worker's HTTP API (``docs/api.md``).
+
+    Reads need ``read_token`` when one is set (the write token reads too);
+    with none, reads are open. Writes (acknowledge, resolve, silence, release)
+    need ``write_token``; with none, writes are refused: a worker never
+    accepts changes from anyone who can reach its port.
+    """
+
+    read_token: SecretStr | None = None
+    write_token: SecretStr | None = None
+
+    @field_validator("read_token", "write_token")
+    @classmethod
+    def _strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("a token must be at least 16 characters")
+        return value
 
 
 class ClassificationSettings(_Frozen):
@@ -276,6 +376,8 @@ class Settings(BaseSettings):
     features: FeatureSettings = FeatureSettings()
     rules: RuleSettings = RuleSettings()
     detectors: DetectorSettings = DetectorSettings()
+    alert_delivery: AlertDeliverySettings = AlertDeliverySettings()
+    api: ApiSettings = ApiSettings()
     topics: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_TOPICS))
 
     @field_validator("topics")

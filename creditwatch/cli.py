@@ -137,12 +137,6 @@ def _cmd_state(args: argparse.Namespace) -> int:
     return asyncio.run(top(settings, n=args.n, tier=args.tier, as_json=args.json))
 
 
-def _cmd_alerts(args: argparse.Namespace) -> int:
-    from creditwatch.alerts_cli import show
-
-    return asyncio.run(show(_settings(), limit=args.limit, as_json=args.json))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="creditwatch", description="Real-time credit risk monitoring and early warning."
@@ -190,11 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=["create"])
     topics.set_defaults(func=_cmd_topics)
 
-    alerts = sub.add_parser("alerts", help="read the early warnings the worker published")
-    alerts.add_argument("action", choices=["show"])
-    alerts.add_argument("--limit", type=int, default=20, help="how many of the latest to list")
-    alerts.add_argument("--json", action="store_true")
-    alerts.set_defaults(func=_cmd_alerts)
+    from creditwatch.alerts_cli import add_parser as add_alerts
+
+    add_alerts(sub)
 
     state = sub.add_parser("state", help="read customers' risk state from Redis")
     state_sub = state.add_subparsers(dest="state_cmd", required=True)

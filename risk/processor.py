@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import orjson
 
 from creditwatch.metrics import Metrics
+from risk.book import book_entry
 from risk.customer import CustomerState
 from risk.engine import CLOCK_EVENTS, Outcome
 from risk.store import OutboxRecord, StateConflict, StateStore, Step
@@ -32,7 +33,7 @@ from schemas.topics import COLLECTIONS_TASKS, DEAD_LETTER, RELATED, RISK_ALERTS,
 log = logging.getLogger(__name__)
 
 CONFLICT_RETRIES = 5
-TICK_CHUNK = 200
+TICK_CHUNK = 100
 """Customers the DPD tick loads, advances and commits per round trip."""
 
 
@@ -61,6 +62,36 @@ def outcome_records(out: Outcome) -> list[OutboxRecord]:
     records += [OutboxRecord(RISK_STATE, s.customer_id, encode(s)) for s in out.states]
     records += [OutboxRecord(RELATED, e["customer_id"], orjson.dumps(e)) for e in out.internal]
     return records
+
+
+def by_event_time(events: Sequence[Any]) -> list[int]:
+    """A batch's order with each customer's events sorted by ``occurred_at`` (ties kept).
+
+    Each customer's events keep the batch positions they had, only their order
+    among those positions changes; so outputs of different customers keep
+    their interleaving. Why: a batch mixes the input topics, which Kafka
+    delivers independently, while ``creditwatch replay`` (and the customer's
+    own history) goes by event time; an order that puts a repayment before
+    the instalment it pays would judge arrears the replay never saw. Events
+    of one customer already in order (the common case) stay where they are.
+
+    >>> from types import SimpleNamespace as E
+    >>> batch = [E(customer_id="a", occurred_at=3), E(customer_id="b", occurred_at=9),
+    ...          E(customer_id="a", occurred_at=1), E(customer_id="a", occurred_at=3)]
+    >>> by_event_time(batch)
+    [2, 1, 0, 3]
+    """
+    slots: dict[str, list[int]] = {}
+    for i, event in enumerate(events):
+        slots.setdefault(event.customer_id, []).append(i)
+    order = list(range(len(events)))
+    for positions in slots.values():
+        if len(positions) < 2:
+            continue
+        ranked = sorted(positions, key=lambda i: events[i].occurred_at)  # stable
+        for slot, i in zip(positions, ranked, strict=True):
+            order[slot] = i
+    return order
 
 
 class RiskEngine(Protocol):
@@ -213,6 +244,7 @@ class Processor:
                 self.metrics.events.labels(source.topic, "duplicate").inc()
                 return Result("duplicate", event)
             expected = state.seq if state is not None else 0
+            before = book_entry(state)  # the engine changes the state in place
             state, out = self.engine.apply(state, event)
             state.remember(event_id, self.remember_events)
             state.seq = expected + 1
@@ -223,6 +255,7 @@ class Processor:
                     outcome_records(out),
                     shard=self.shard_of(customer_id),
                     expected_seq=expected,
+                    book_before=before,
                 )
                 break
             except StateConflict:
@@ -238,6 +271,8 @@ class Processor:
             self.metrics.watermark.set(occurred_at.timestamp())
         self.metrics.events.labels(source.topic, "applied").inc()
         self._count(out)
+        lag = (self.clock() - event.occurred_at).total_seconds()
+        self.metrics.event_lag.labels(source.topic).observe(max(lag, 0.0))
         return Result("applied", event, out)
 
     # -- batches --------------------------------------------------------------
@@ -245,12 +280,13 @@ class Processor:
     async def handle_batch(
         self, messages: Sequence[tuple[bytes, Source]], *, internal: bool = False
     ) -> list[Result]:
-        """Process raw messages of one stream in order; never raises for bad input.
+        """Process raw messages of one stream; never raises for bad input.
 
         The outcome is the one :meth:`handle` gives for each message in turn,
-        for two store round trips per batch instead of two or three per
-        event, which is where a worker spent most of its time. Results are in
-        the order of ``messages``.
+        with each customer's events taken in event-time order (see
+        :func:`by_event_time`), for two store round trips per batch instead
+        of two or three per event, which is where a worker spent most of its
+        time. Results are in the order of ``messages``.
         """
         started = time.perf_counter()
         self.metrics.batch_events.observe(len(messages))
@@ -267,6 +303,9 @@ class Processor:
             valid.append(i)
             decoded.append((event, raw, source))
         if decoded:
+            order = by_event_time([event for event, _raw, _source in decoded])
+            valid = [valid[j] for j in order]
+            decoded = [decoded[j] for j in order]
             for i, result in zip(valid, await self.process_batch(decoded), strict=True):
                 results[i] = result
             elapsed = time.perf_counter() - started
@@ -307,6 +346,7 @@ class Processor:
                     results[idx] = Result("duplicate", event)
                     continue
                 expected = state.seq if state is not None else 0
+                before = book_entry(state) if customer_id not in steps else None
                 try:
                     state, out = self.engine.apply(state, event)
                 except Exception:  # the copy may be half-changed: redo this customer slowly
@@ -320,7 +360,9 @@ class Processor:
                 step = steps.get(customer_id)
                 if step is None:
                     state.seq = expected + 1  # one commit for all its events in the batch
-                    step = steps[customer_id] = Step(state, expected, self.shard_of(customer_id))
+                    step = steps[customer_id] = Step(
+                        state, expected, self.shard_of(customer_id), book_before=before
+                    )
                     members[customer_id] = []
                 step.state = state
                 step.records += [(idx, rec) for rec in outcome_records(out)]
@@ -339,6 +381,13 @@ class Processor:
                         slow += members[customer_id]
                         for idx in members[customer_id]:
                             results[idx] = None
+            untouched = [
+                state
+                for customer_id, state in states.items()
+                if state is not None and customer_id not in steps and customer_id not in broken
+            ]
+            if untouched:  # only duplicates: the store may keep them as they are
+                self.store.release(untouched)
             slow.sort()
             redone = set(slow)
             for idx in slow:
@@ -358,6 +407,10 @@ class Processor:
         alerts: Counter[tuple[str, str]] = Counter()
         stages: Counter[str] = Counter()
         latest: datetime | None = None
+        now = self.clock().timestamp()
+        lags: dict[str, list[float]] = {}
+        scores: dict[str, list[float]] = {}
+        rule_errors: Counter[str] = Counter()
         for idx, ((event, _raw, source), result) in enumerate(zip(items, results, strict=True)):
             if idx in redone or result is None:
                 continue
@@ -365,6 +418,11 @@ class Processor:
             out = result.produced
             if out is None:
                 continue
+            lags.setdefault(source.topic, []).append(now - event.occurred_at.timestamp())
+            for detector, score in out.scores.items():
+                scores.setdefault(detector, []).append(score)
+            for failure in out.rule_errors:
+                rule_errors[failure.rule_id] += 1
             for alert in out.alerts:
                 alerts[alert.code, alert.severity] += 1
             for task in out.tasks:
@@ -379,6 +437,17 @@ class Processor:
             self.metrics.tasks.labels(stage).inc(n)
         if latest is not None:
             self.metrics.watermark.set(latest.timestamp())
+        for topic, seconds in lags.items():
+            observe = self.metrics.event_lag.labels(topic).observe
+            for lag in seconds:
+                observe(max(lag, 0.0))  # an event stamped ahead of this clock: no lag
+        for detector, values in scores.items():
+            observe = self.metrics.detector_score.labels(detector).observe
+            for score in values:
+                if score == score:  # a NaN would poison the histogram's sum
+                    observe(score)
+        for rule, n in rule_errors.items():
+            self.metrics.rule_errors.labels(rule).inc(n)
 
     # -- time -----------------------------------------------------------------
 
@@ -395,6 +464,12 @@ class Processor:
         Customers are loaded and committed ``TICK_CHUNK`` at a time (one
         round trip each way per chunk, not per customer); a customer whose
         state moved on meanwhile is left for the next tick.
+
+        A customer the store's kept copy shows already at the target is not
+        loaded at all (``as_of`` only moves forward, so the stored state is
+        there too): with the servicing feed quiet, a tick used to load, and
+        hold the lock of, every customer in arrears only to find nothing to
+        do. Between chunks the loop is given back to the batches.
         """
         total = Outcome()
         targets: dict[int, datetime | None] = {}
@@ -410,23 +485,36 @@ class Processor:
                 target = targets[shard]
                 if target is None:
                     continue
+            kept = self.store.peek(customer_id)
+            if kept is not None and kept.as_of is not None and kept.as_of >= target:
+                continue
             due.append((customer_id, target))
         for start in range(0, len(due), TICK_CHUNK):
             chunk = due[start : start + TICK_CHUNK]
             advanced: list[Outcome] = []
             steps: list[Step] = []
+            if start:
+                await asyncio.sleep(0)  # let waiting batches in between chunks
             async with self._locks.hold_all([c for c, _ in chunk]):
                 states = await self.store.load_many([c for c, _ in chunk])
+                untouched: list[CustomerState] = []
                 for position, (customer_id, target) in enumerate(chunk):
                     state = states.get(customer_id)
-                    if state is None or (state.as_of is not None and state.as_of >= target):
+                    if state is None:
+                        continue
+                    if state.as_of is not None and state.as_of >= target:
+                        untouched.append(state)
                         continue
                     expected = state.seq
+                    before = book_entry(state)
                     out = self.engine.advance(state, target)
                     state.seq = expected + 1
                     records = [(position, rec) for rec in outcome_records(out)]
-                    steps.append(Step(state, expected, self.shard_of(customer_id), records))
+                    shard = self.shard_of(customer_id)
+                    steps.append(Step(state, expected, shard, records, book_before=before))
                     advanced.append(out)
+                if untouched:
+                    self.store.release(untouched)
                 done = await self.store.commit_many(steps) if steps else []
             for out, ok in zip(advanced, done, strict=True):
                 if not ok:  # someone else moved it on; the next tick retries
@@ -460,3 +548,8 @@ class Processor:
             self.metrics.alerts.labels(alert.code, alert.severity).inc()
         for task in out.tasks:
             self.metrics.tasks.labels(task.stage).inc()
+        for detector, score in out.scores.items():
+            if score == score:  # a NaN would poison the histogram's sum
+                self.metrics.detector_score.labels(detector).observe(score)
+        for failure in out.rule_errors:
+            self.metrics.rule_errors.labels(failure.rule_id).inc()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from risk.book import Book, book_delta, book_entry
 from risk.customer import CustomerState
 
 
@@ -56,7 +57,9 @@ class Step:
     outputs of a batch's committed steps in that order, so an outbox holds
     them in the order one-event-at-a-time processing would have written them
     (which matters for outputs keyed by another customer, e.g. related-party
-    announcements from several customers).
+    announcements from several customers). ``book_before`` is the customer's
+    :func:`risk.book.book_entry` as loaded: the book's counters move by the
+    difference in the same write (``None``: they are not moved).
     """
 
     state: CustomerState
@@ -64,6 +67,7 @@ class Step:
     shard: int
     records: list[tuple[int, OutboxRecord]] = field(default_factory=list)
     watermark: datetime | None = None
+    book_before: Book | None = None
 
 
 def needs_tick(state: CustomerState) -> bool:
@@ -87,6 +91,7 @@ class StateStore(Protocol):
         *,
         shard: int = 0,
         expected_seq: int | None = None,
+        book_before: Book | None = None,
     ) -> bool: ...
 
     async def tick_candidates(self) -> list[str]: ...
@@ -97,6 +102,18 @@ class StateStore(Protocol):
 
     async def commit_many(self, steps: Sequence[Step]) -> list[bool]:
         """Commit each step atomically; ``False`` for a step whose state moved on."""
+        ...
+
+    def release(self, states: Sequence[CustomerState]) -> None:
+        """Loaded states their caller did not change (a store may keep them)."""
+        ...
+
+    def peek(self, customer_id: str) -> CustomerState | None:
+        """A kept copy of the customer's state, for reading only, or ``None``.
+
+        It may be older than the stored state, never newer; since a state's
+        ``as_of`` only moves forward, a kept ``as_of`` is a lower bound.
+        """
         ...
 
     async def watermark(self, shard: int = 0) -> datetime | None: ...
@@ -113,6 +130,7 @@ class MemoryStateStore:
         self.outbox: list[OutboxRecord] = []
         self._due: set[str] = set()
         self._watermarks: dict[int, datetime] = {}
+        self.book: Book = {}
 
     async def load(self, customer_id: str) -> CustomerState | None:
         return self.states.get(customer_id)
@@ -125,6 +143,7 @@ class MemoryStateStore:
         *,
         shard: int = 0,
         expected_seq: int | None = None,
+        book_before: Book | None = None,
     ) -> bool:
         # One process, one writer per customer (the processor's lock), and the
         # state object itself is shared: there is no older copy to refuse.
@@ -134,6 +153,9 @@ class MemoryStateStore:
             self.markers.add(marker)
         if state is not None:
             self.states[state.customer_id] = state
+            if book_before is not None:
+                for name, moved in book_delta(book_before, book_entry(state)).items():
+                    self.book[name] = self.book.get(name, 0) + moved
             if needs_tick(state):
                 self._due.add(state.customer_id)
             else:
@@ -147,9 +169,15 @@ class MemoryStateStore:
     async def load_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState | None]:
         return {c: self.states.get(c) for c in customer_ids}
 
+    def release(self, states: Sequence[CustomerState]) -> None:
+        """Nothing to do: the states handed out are the stored ones."""
+
+    def peek(self, customer_id: str) -> CustomerState | None:
+        return self.states.get(customer_id)
+
     async def commit_many(self, steps: Sequence[Step]) -> list[bool]:
         for step in steps:
-            await self.commit(None, step.state, [], shard=step.shard)
+            await self.commit(None, step.state, [], shard=step.shard, book_before=step.book_before)
             if step.watermark is not None:
                 await self.raise_watermark(step.watermark, step.shard)
         ordered = sorted(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for creditwatch: the virtualenv with the project and
-# its dev tools, Debian's redis-server, and the Kafka jars (cached).
+# its dev tools, Debian's redis-server and prometheus (promtool), and the Kafka jars (cached).
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,5 +21,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 bash scripts/redis.sh install
+bash scripts/prometheus.sh install
 bash scripts/kafka.sh fetch
 echo "bootstrap: ready"

@@ -26,7 +26,10 @@ from creditwatch.metrics import Metrics
 from risk.processor import Processor
 from risk.redis_store import RedisStateStore
 from schemas.topics import INPUT_TOPICS, INTERNAL_TOPICS
+from streams import gauges
 from streams.agents import register_agents
+from streams.alert_delivery import register_alert_delivery
+from streams.alerts_api import register_alerts_api
 from streams.judging import build_judge_services
 from streams.kafka_options import aiokafka_options, faust_credentials
 from streams.partitioning import partition_for
@@ -116,6 +119,10 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
     register_agents(app, runtime)
     register_views(app, runtime)
 
+    # -- alert delivery: the published warnings to the risk desk, and its HTTP API --
+    register_alerts_api(app, settings.api, register_alert_delivery(app, runtime))
+    # -- end of alert delivery --
+
     @app.task
     async def start_judging() -> None:
         """Restore the detector models and read the rules topic before the first event."""
@@ -131,6 +138,11 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
     @app.timer(5.0)
     async def outbox_gauge() -> None:
         await runtime.outbox_depth()
+
+    # -- periodic gauges: consumer lag per partition, loan book by tier and class --
+    @app.timer(gauges.REFRESH_SECONDS)
+    async def refresh_gauges() -> None:
+        await gauges.refresh(metrics, app.consumer, store, settings.topics)
 
     # Outbox shards follow the partitions of the topics the agents read. Faust's
     # own topics (e.g. the assignor's one-partition leader topic, held by one

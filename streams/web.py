@@ -11,11 +11,25 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas.codec import encode
+from streams.alerts_api import AlertsApi, ApiError, ApiRequest
 from streams.runtime import WorkerRuntime
 
 
 def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
-    """Attach ``/healthz``, ``/metrics`` and ``/customers/{id}/risk``."""
+    """Attach ``/healthz``, ``/metrics`` and ``/customers/{id}/risk``.
+
+    The customer endpoints show risk state, so they take the API's read token
+    when one is configured (``CREDITWATCH_API__READ_TOKEN``), like ``/alerts``;
+    liveness and metrics stay open for probes and Prometheus.
+    """
+    gate = AlertsApi(runtime.settings.api, None)
+
+    def refused(web: Any, request: Any) -> Any | None:
+        try:
+            gate.authorize(ApiRequest(headers=dict(request.headers.items())), write=False)
+        except ApiError as err:
+            return web.json({"error": err.message}, status=err.status, headers=err.headers or None)
+        return None
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
@@ -43,6 +57,8 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
 
     @app.page("/customers/top")
     async def customers_top(web: Any, request: Any) -> Any:
+        if (denied := refused(web, request)) is not None:
+            return denied
         try:
             n = int(request.query.get("n", "20"))
         except ValueError:
@@ -61,6 +77,8 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
 
     @app.page("/customers/{customer_id}/risk")
     async def customer_risk(web: Any, request: Any, customer_id: str) -> Any:
+        if (denied := refused(web, request)) is not None:
+            return denied
         state = await runtime.store.load(customer_id)
         if state is None:
             return web.json({"error": "unknown customer"}, status=404)
