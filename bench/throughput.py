@@ -6,7 +6,8 @@ It starts its own Kafka and Redis on free loopback ports with the project's
 scripts (as the integration tests do) and stops them at the end; ``--bootstrap``
 with ``--redis`` uses a running stack instead. ``--profile`` samples the single
 worker with py-spy while it works the backlog and adds its top functions to
-the results.
+the results; ``--skip latency,pair,replay`` leaves phases out (a quicker
+comparison of two revisions on the backlog alone).
 
 Why each figure is measured the way it is:
 
@@ -25,6 +26,8 @@ Why each figure is measured the way it is:
    ``/metrics`` (``creditwatch_events_total`` of the input topics), from the
    first event processed to the last, and also to the moment the Redis outbox
    is drained (every output on Kafka), which is the figure the ratio uses.
+   The worker's CPU seconds per event are recorded too: on a machine shared
+   with other work they move far less than the rate does.
 4. **latency** -- the same worker then gets a steady offered load (the book's
    continuation, in event time) with *probes* mixed in: pairs of
    ``repayment.failed`` on a fresh loan, which deterministically fire

@@ -31,6 +31,7 @@ from rich.table import Table
 from config.settings import Settings
 from schemas.topics import RISK_ALERTS
 from streams.kafka_options import aiokafka_options
+from streams.redis_connection import redis_client
 
 
 async def read_alerts(settings: Settings) -> list[dict[str, Any]]:
@@ -189,7 +190,7 @@ def _run(args: argparse.Namespace, job: Callable[[Any], Awaitable[int]]) -> int:
 
         from alerts.factory import redis_service
 
-        redis = _redis_client(settings)
+        redis = redis_client(settings.redis)
         try:
             service = redis_service(
                 redis,
@@ -206,29 +207,6 @@ def _run(args: argparse.Namespace, job: Callable[[Any], Awaitable[int]]) -> int:
             await redis.aclose()
 
     return asyncio.run(go())
-
-
-def _redis_client(settings: Settings) -> Any:
-    """A client with the worker's connection options (``streams.bootstrap.redis_client``).
-
-    Built here rather than imported: importing the worker's composition root
-    loads the detectors' numerical libraries, seconds of start-up for a
-    command that makes a few Redis calls.
-    """
-    from redis.asyncio import Redis
-
-    cfg = settings.redis
-    options: dict[str, Any] = {
-        "username": cfg.username,
-        "password": cfg.password.get_secret_value() if cfg.password else None,
-        "socket_connect_timeout": 5,
-        "socket_timeout": 10,
-    }
-    if cfg.tls or cfg.url.startswith("rediss://"):
-        options["ssl_ca_certs"] = cfg.tls_ca_certs
-        if not cfg.url.startswith("rediss://"):
-            options["ssl"] = True
-    return Redis.from_url(cfg.url, **options)
 
 
 def _print_json(value: Any) -> None:

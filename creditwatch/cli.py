@@ -73,7 +73,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         store = None
         redis = None
         if args.redis:
-            from streams.bootstrap import redis_client, redis_store
+            from streams.bootstrap import redis_store
+            from streams.redis_connection import redis_client
 
             cfg = settings.redis.model_copy(update={"url": args.redis})
             redis = redis_client(cfg)

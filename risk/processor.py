@@ -426,7 +426,8 @@ class Processor:
             for alert in out.alerts:
                 alerts[alert.code, alert.severity] += 1
             for task in out.tasks:
-                stages[task.stage] += 1
+                if task.status == "open":  # a cancellation is not a new task
+                    stages[task.stage] += 1
             if event.type in CLOCK_EVENTS and (latest is None or event.occurred_at > latest):
                 latest = event.occurred_at
         for (topic, outcome), n in outcomes.items():
@@ -547,7 +548,8 @@ class Processor:
         for alert in out.alerts:
             self.metrics.alerts.labels(alert.code, alert.severity).inc()
         for task in out.tasks:
-            self.metrics.tasks.labels(task.stage).inc()
+            if task.status == "open":
+                self.metrics.tasks.labels(task.stage).inc()
         for detector, score in out.scores.items():
             if score == score:  # a NaN would poison the histogram's sum
                 self.metrics.detector_score.labels(detector).observe(score)

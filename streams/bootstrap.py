@@ -16,12 +16,8 @@ from typing import Any
 
 import faust
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from config.settings import RedisSettings, Settings
+from config.settings import Settings
 from creditwatch.metrics import Metrics
 from risk.processor import Processor
 from risk.redis_store import RedisStateStore
@@ -33,29 +29,12 @@ from streams.alerts_api import register_alerts_api
 from streams.judging import build_judge_services
 from streams.kafka_options import aiokafka_options, faust_credentials
 from streams.partitioning import partition_for
+from streams.redis_connection import redis_client
 from streams.runtime import RETRYABLE, WorkerRuntime
 from streams.topic_admin import ensure_topics
 from streams.web import register_views
 
 log = logging.getLogger(__name__)
-
-
-def redis_client(cfg: RedisSettings) -> Redis:
-    """A Redis client that retries connection errors with backoff (outages are survived)."""
-    options: dict[str, Any] = {
-        "username": cfg.username,
-        "password": cfg.password.get_secret_value() if cfg.password else None,
-        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
-        "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionError],
-        "health_check_interval": 15,
-        "socket_connect_timeout": 5,
-        "socket_timeout": 10,
-    }
-    if cfg.tls or cfg.url.startswith("rediss://"):
-        options["ssl_ca_certs"] = cfg.tls_ca_certs
-        if not cfg.url.startswith("rediss://"):
-            options["ssl"] = True
-    return Redis.from_url(cfg.url, **options)
 
 
 def redis_store(settings: Settings, redis: Redis) -> RedisStateStore:

@@ -8,7 +8,7 @@ routes over HTTP against a running worker.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import jsonschema
@@ -21,35 +21,12 @@ from alerts.config import AlertConfig, BreakerConfig
 from alerts.factory import AlertService, memory_service
 from alerts.intake import AlertIntake
 from config.settings import ApiSettings
-from schemas.outputs import RiskAlert
 from streams.alerts_api import ROUTES, AlertsApi, ApiRequest, ApiResponse
+from tests.unit.alert_samples import T0, make_alert
 
-T0 = datetime(2026, 2, 10, 9, 0, tzinfo=UTC)
 READ = "r" * 20
 WRITE = "w" * 20
 ROUTE = {r.handler: r for r in ROUTES}
-
-
-def make_alert(**fields: Any) -> RiskAlert:
-    base: dict[str, Any] = {
-        "alert_id": "a-1",
-        "dedup_key": "C1:L1:dpd_30",
-        "customer_id": "C1",
-        "loan_id": "L1",
-        "severity": "warning",
-        "source": "rule",
-        "code": "dpd_30",
-        "title": "Loan L1 is 30 days past due",
-        "explanation": {"route": "both", "dpd": 30},
-        "risk_score": 420,
-        "risk_tier": "medium",
-        "loan_class": "special_mention",
-        "triggered_at": T0,
-        "evidence_event_ids": ["e1"],
-        "rule_set_version": "v1",
-        "status": "firing",
-    }
-    return RiskAlert(**{**base, **fields})
 
 
 @dataclass

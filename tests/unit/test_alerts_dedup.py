@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,32 +11,9 @@ from alerts.clock import ManualClock
 from alerts.config import AlertConfig
 from alerts.dedup import DedupRecord, decide, decide_resolve
 from alerts.factory import AlertService, memory_service
-from schemas.outputs import RiskAlert
+from tests.unit.alert_samples import T0, make_alert
 
-T0 = datetime(2026, 2, 10, 9, 0, tzinfo=UTC)
 HOUR = 3_600_000
-
-
-def make_alert(**fields: Any) -> RiskAlert:
-    base: dict[str, Any] = {
-        "alert_id": "a-1",
-        "dedup_key": "C1:L1:dpd_30",
-        "customer_id": "C1",
-        "loan_id": "L1",
-        "severity": "warning",
-        "source": "rule",
-        "code": "dpd_30",
-        "title": "Loan L1 is 30 days past due",
-        "explanation": {"route": "both", "dpd": 30},
-        "risk_score": 420,
-        "risk_tier": "medium",
-        "loan_class": "special_mention",
-        "triggered_at": T0,
-        "evidence_event_ids": ["e1"],
-        "rule_set_version": "v1",
-        "status": "firing",
-    }
-    return RiskAlert(**{**base, **fields})
 
 
 def step(prev: DedupRecord | None, **kw: Any) -> tuple[DedupRecord, str | None, str]:
