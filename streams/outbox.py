@@ -71,7 +71,7 @@ class OutboxPublisher:
         metrics: Metrics,
         batch_size: int = 1000,
         idle_wait: float = 0.05,
-        linger: float = 0.05,
+        linger: float = 0.1,
     ) -> None:
         self.redis = redis
         self.outbox_key = outbox_key
