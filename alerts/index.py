@@ -46,20 +46,25 @@ from alerts.clock import from_ms
 from schemas.outputs import RiskAlert
 
 __all__ = [
-    "Acknowledgement",
     "AlertIndex",
     "AlertQuery",
     "IndexedAlert",
     "MemoryAlertIndex",
     "RedisAlertIndex",
-    "Resolution",
+    "Signoff",
 ]
 
 AlertStatus = Literal["firing", "resolved"]
 
 
 @dataclass(frozen=True)
-class Acknowledgement:
+class Signoff:
+    """Who acknowledged or resolved a warning, when, and why.
+
+    ``by``: an operator's name, or for a resolution ``risk state`` or
+    ``alerts topic``; ``at_ms``: when it was recorded (the service's clock).
+    """
+
     by: str
     at_ms: int
     comment: str = ""
@@ -68,23 +73,7 @@ class Acknowledgement:
         return {"by": self.by, "at": self.at_ms, "comment": self.comment}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Acknowledgement:
-        return cls(by=d["by"], at_ms=int(d["at"]), comment=d.get("comment", ""))
-
-
-@dataclass(frozen=True)
-class Resolution:
-    by: str
-    """Who or what resolved it: an operator's name, ``risk state``, ``alerts topic``."""
-    at_ms: int
-    """When the resolution was recorded (the service's clock)."""
-    comment: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"by": self.by, "at": self.at_ms, "comment": self.comment}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Resolution:
+    def from_dict(cls, d: dict[str, Any]) -> Signoff:
         return cls(by=d["by"], at_ms=int(d["at"]), comment=d.get("comment", ""))
 
 
@@ -97,8 +86,8 @@ class IndexedAlert:
     outcome: str
     """What the pipeline did when the warning first arrived (``alerts.pipeline.Outcome``)."""
     detail: str = ""
-    acknowledged: Acknowledgement | None = None
-    resolution: Resolution | None = None
+    acknowledged: Signoff | None = None
+    resolution: Signoff | None = None
 
     @property
     def status(self) -> AlertStatus:
@@ -200,8 +189,8 @@ def _entry(raw: bytes | str, ack: bytes | str | None, res: bytes | str | None) -
         received_ms=int(d["received"]),
         outcome=d["outcome"],
         detail=d.get("detail", ""),
-        acknowledged=None if ack is None else Acknowledgement.from_dict(orjson.loads(ack)),
-        resolution=None if res is None else Resolution.from_dict(orjson.loads(res)),
+        acknowledged=None if ack is None else Signoff.from_dict(orjson.loads(ack)),
+        resolution=None if res is None else Signoff.from_dict(orjson.loads(res)),
     )
 
 
@@ -257,7 +246,7 @@ class MemoryAlertIndex:
                 item.received_ms,
                 item.outcome,
                 item.detail,
-                Acknowledgement(by, now_ms, comment),
+                Signoff(by, now_ms, comment),
                 item.resolution,
             )
             self.entries[alert_id] = item
@@ -279,7 +268,7 @@ class MemoryAlertIndex:
                 item.outcome,
                 item.detail,
                 item.acknowledged,
-                Resolution(by, now_ms, comment),
+                Signoff(by, now_ms, comment),
             )
             changed += 1
         return changed
@@ -380,7 +369,7 @@ class RedisAlertIndex:
 
     async def add(self, alert: RiskAlert, *, outcome: str, detail: str, now_ms: int) -> bool:
         resolution = (
-            orjson.dumps(Resolution("alerts topic", now_ms).to_dict())
+            orjson.dumps(Signoff("alerts topic", now_ms).to_dict())
             if alert.status == "resolved"
             else b""
         )
@@ -439,7 +428,7 @@ class RedisAlertIndex:
     async def acknowledge(
         self, alert_id: str, *, by: str, comment: str, now_ms: int
     ) -> IndexedAlert | None:
-        ack = orjson.dumps(Acknowledgement(by, now_ms, comment).to_dict())
+        ack = orjson.dumps(Signoff(by, now_ms, comment).to_dict())
         done = int(await self._ack(keys=[self.entries, self.acks], args=[alert_id, ack]))
         if done < 0:
             return None
@@ -450,7 +439,7 @@ class RedisAlertIndex:
     ) -> int:
         ids = await self.redis.zrange(self.by_customer(customer_id), 0, -1)
         items = await self._load(ids)
-        resolution = orjson.dumps(Resolution(by, now_ms, comment).to_dict())
+        resolution = orjson.dumps(Signoff(by, now_ms, comment).to_dict())
         targets = [
             item.alert.alert_id
             for item in items

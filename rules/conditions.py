@@ -734,6 +734,16 @@ def _stateful(
         "before=CompiledRuleSet.capture(...) taken before Engine.apply"
     )
 
+    def prior(v: FeatureView) -> Any:
+        """The value captured before the event (None: it had none); raises what it raised."""
+        b = v.before
+        before = _UNSET if b is None else b.get(name, _UNSET)
+        if before is _UNSET:
+            raise LookupError(missing)
+        if before.__class__ is CapturedError:
+            raise before.fail(name)
+        return before
+
     if op == "crosses":
 
         def crosses(ev: Any, v: FeatureView, s: Mapping[str, float]) -> bool:
@@ -747,12 +757,7 @@ def _stateful(
                 now = norm(now)
             if now < threshold:
                 return False
-            b = v.before
-            before = _UNSET if b is None else b.get(name, _UNSET)
-            if before is _UNSET:
-                raise LookupError(missing)
-            if before.__class__ is CapturedError:
-                raise before.fail(name)
+            before = prior(v)
             if before is None:
                 return False
             if norm is not None and before.__class__ is not exact:
@@ -773,12 +778,7 @@ def _stateful(
                 now = norm(now)
             if now != threshold:
                 return False
-            b = v.before
-            before = _UNSET if b is None else b.get(name, _UNSET)
-            if before is _UNSET:
-                raise LookupError(missing)
-            if before.__class__ is CapturedError:
-                raise before.fail(name)
+            before = prior(v)
             if before is None:
                 return False
             if norm is not None and before.__class__ is not exact:
@@ -795,12 +795,7 @@ def _stateful(
         now = c.get(name, _UNSET)
         if now is _UNSET:
             now = c[name] = get(v) if v.registry is reg else v._miss(name)
-        b = v.before
-        before = _UNSET if b is None else b.get(name, _UNSET)
-        if before is _UNSET:
-            raise LookupError(missing)
-        if before.__class__ is CapturedError:
-            raise before.fail(name)
+        before = prior(v)
         if now is None or before is None:
             return False
         if rank is not None:

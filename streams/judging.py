@@ -183,7 +183,7 @@ def build_judge_services(settings: Settings, redis: Redis, metrics: Metrics) -> 
     watcher: RulesWatcher | None = None
     if settings.rules.enabled:
         holder = local_holder(settings.rules.file)
-        current = holder
+        judged_by = holder  # a name the closure below binds to a holder, never None
 
         def changed(old: CompiledRuleSet, new: CompiledRuleSet) -> None:
             with contextlib.suppress(KeyError):
@@ -199,7 +199,7 @@ def build_judge_services(settings: Settings, redis: Redis, metrics: Metrics) -> 
                 name=settings.rules.name,
                 on_refused=lambda _version, _exc: metrics.rule_sets_refused.inc(),
             )
-        judge = build_judge(settings, rules=lambda: current.current)
+        judge = build_judge(settings, rules=lambda: judged_by.current)
     else:
         judge = build_judge(settings)
     return JudgeServices(

@@ -220,3 +220,16 @@ async def consume_all(
         return out
     finally:
         await consumer.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[Any]:
+    """A real SMTP server on a free loopback port, with an inbox the test reads."""
+    from tests.integration.smtp_server import SmtpServer  # it imports free_port from here
+
+    server = SmtpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import ssl
 import subprocess
-import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -39,6 +35,8 @@ from alerts.mail import EmailNotifier
 from alerts.outbox import NotifyError, OutboxMessage
 from config.settings import SmtpSettings
 from schemas.outputs import RiskAlert
+from tests.integration.conftest import free_port
+from tests.integration.smtp_server import Inbox, SmtpServer
 
 if TYPE_CHECKING:
     from conftest import Stack
@@ -57,12 +55,6 @@ CONFIG = AlertConfig(
         initial_backoff=timedelta(seconds=1), max_backoff=timedelta(seconds=4), batch=3
     ),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_alert(customer: str = "C100", n: int = 1, **fields: Any) -> RiskAlert:
@@ -102,55 +94,6 @@ def make_alert(customer: str = "C100", n: int = 1, **fields: Any) -> RiskAlert:
 
 
 # -- a real SMTP server -----------------------------------------------------------------
-
-
-class Inbox:
-    """aiosmtpd handler: keeps every message it accepted."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = message_from_bytes(envelope.original_content, policy=policy.default)
-        with self.lock:
-            self.received.append(parsed)  # type: ignore[arg-type]
-        return "250 Message accepted for delivery"
-
-    def message_ids(self) -> list[str]:
-        with self.lock:
-            return [str(m["Message-ID"]) for m in self.received]
-
-
-class SmtpServer:
-    """One aiosmtpd server on a fixed loopback port that can be stopped and started again."""
-
-    def __init__(self, inbox: Inbox, **smtp_kwargs: Any) -> None:
-        self.inbox = inbox
-        self.port = free_port()
-        self.kwargs = smtp_kwargs
-        self.controller: Controller | None = None
-
-    def start(self) -> None:
-        self.controller = Controller(
-            self.inbox, hostname="127.0.0.1", port=self.port, **self.kwargs
-        )
-        self.controller.start()
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(Inbox())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

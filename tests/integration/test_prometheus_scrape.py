@@ -25,7 +25,7 @@ import pytest
 
 from detectors.registry import REGISTRY
 from schemas.topics import INPUT_TOPICS, INTERNAL_TOPICS
-from tests.integration.test_worker import event, metric_total, wait_until
+from tests.integration.test_worker import delinquent_history, metric_total, wait_until
 
 if TYPE_CHECKING:
     from conftest import Deployment
@@ -145,33 +145,7 @@ def test_prometheus_scrapes_the_worker_and_sees_the_events_book_and_lag(
 ) -> None:
     dep = deployment
     prom, worker_port = prometheus
-    fail = {"loan_id": "L1", "amount": "500.00", "currency": "CNY", "reason": "insufficient_funds"}
-    events = [
-        event("customer.updated", "2026-01-01T00:00:00+00:00", "C1", "i1", timezone="UTC"),
-        event(
-            "installment.due",
-            "2026-01-05T00:00:00+00:00",
-            "C1",
-            "i2",
-            loan_id="L1",
-            installment_no=1,
-            due_date="2026-01-10",
-            amount_due="500.00",
-            currency="CNY",
-        ),
-        event("repayment.failed", "2026-01-10T09:00:00+00:00", "C1", "i3", **fail),
-        event("repayment.failed", "2026-01-13T09:00:00+00:00", "C1", "i4", **fail),
-        event(
-            "repayment.received",
-            "2026-03-01T09:00:00+00:00",
-            "C1",
-            "i5",
-            loan_id="L1",
-            amount="100.00",
-            currency="CNY",
-        ),
-        ("repayments", "C2", b"this is not json"),
-    ]
+    events: list[Any] = [*delinquent_history(), ("repayments", "C2", b"this is not json")]
     dep.produce(events)
     wait_until(lambda: metric_total(worker_port, "creditwatch_events_total") >= 6, what="6 inputs")
 

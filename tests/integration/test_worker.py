@@ -43,6 +43,36 @@ def event(type_: str, at: str, customer: str, event_id: str, **fields: Any) -> d
     }
 
 
+def delinquent_history() -> list[dict[str, Any]]:
+    """C1: an instalment due 10 January, two failed collections, 100 of 500 paid 1 March."""
+    fail = {"loan_id": "L1", "amount": "500.00", "currency": "CNY", "reason": "insufficient_funds"}
+    return [
+        event("customer.updated", "2026-01-01T00:00:00+00:00", "C1", "i1", timezone="UTC"),
+        event(
+            "installment.due",
+            "2026-01-05T00:00:00+00:00",
+            "C1",
+            "i2",
+            loan_id="L1",
+            installment_no=1,
+            due_date="2026-01-10",
+            amount_due="500.00",
+            currency="CNY",
+        ),
+        event("repayment.failed", "2026-01-10T09:00:00+00:00", "C1", "i3", **fail),
+        event("repayment.failed", "2026-01-13T09:00:00+00:00", "C1", "i4", **fail),
+        event(
+            "repayment.received",
+            "2026-03-01T09:00:00+00:00",
+            "C1",
+            "i5",
+            loan_id="L1",
+            amount="100.00",
+            currency="CNY",
+        ),
+    ]
+
+
 def metric_total(port: int, name: str, **labels: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
@@ -74,32 +104,7 @@ if TYPE_CHECKING:
 def test_events_become_warnings_on_kafka_and_state_in_redis(deployment: Deployment) -> None:
     dep = deployment
     _proc, port = dep.start_worker()
-    fail = {"loan_id": "L1", "amount": "500.00", "currency": "CNY", "reason": "insufficient_funds"}
-    events = [
-        event("customer.updated", "2026-01-01T00:00:00+00:00", "C1", "i1", timezone="UTC"),
-        event(
-            "installment.due",
-            "2026-01-05T00:00:00+00:00",
-            "C1",
-            "i2",
-            loan_id="L1",
-            installment_no=1,
-            due_date="2026-01-10",
-            amount_due="500.00",
-            currency="CNY",
-        ),
-        event("repayment.failed", "2026-01-10T09:00:00+00:00", "C1", "i3", **fail),
-        event("repayment.failed", "2026-01-13T09:00:00+00:00", "C1", "i4", **fail),
-        event(
-            "repayment.received",
-            "2026-03-01T09:00:00+00:00",
-            "C1",
-            "i5",
-            loan_id="L1",
-            amount="100.00",
-            currency="CNY",
-        ),
-    ]
+    events = delinquent_history()
     dep.produce(events)
     alerts = dep.consume("risk_alerts", expect=4)
     codes = Counter(a["code"] for a in alerts)

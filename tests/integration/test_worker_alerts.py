@@ -13,27 +13,24 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
-from aiosmtpd.controller import Controller
 
 from alerts.index import AlertQuery, RedisAlertIndex
 from schemas.outputs import RiskAlert
+from tests.integration.smtp_server import SmtpServer
 
 if TYPE_CHECKING:
     from conftest import Deployment, Stack
@@ -49,59 +46,6 @@ T0 = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)
 
 
 # -- a real SMTP server -------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Inbox:
-    """aiosmtpd handler that keeps every message it accepted."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = message_from_bytes(envelope.original_content, policy=policy.default)
-        with self.lock:
-            self.received.append(parsed)  # type: ignore[arg-type]
-        return "250 Message accepted for delivery"
-
-    def mails(self) -> list[EmailMessage]:
-        with self.lock:
-            return list(self.received)
-
-    def about(self, customer: str) -> list[EmailMessage]:
-        return [m for m in self.mails() if f"customer {customer}:" in str(m["Subject"])]
-
-
-class SmtpServer:
-    def __init__(self) -> None:
-        self.inbox = Inbox()
-        self.port = free_port()
-        self.controller: Controller | None = None
-
-    def start(self) -> None:
-        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def alert_env(smtp: SmtpServer, **extra: str) -> dict[str, str]:
