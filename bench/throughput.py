@@ -958,7 +958,28 @@ def _without_detectors(
         fields.update(
             k for k in (set(w[aid]) | set(r[aid])) - ignored if w[aid].get(k) != r[aid].get(k)
         )
+    keys = ("code", "customer_id", "loan_id", "triggered_at", "severity", "loan_class", "dpd")
+    differing = sorted(
+        aid
+        for aid in set(w) & set(r)
+        if any(w[aid].get(k) != r[aid].get(k) for k in (set(w[aid]) | set(r[aid])) - ignored)
+    )
     return {
+        "examples": {
+            "only_in_worker": [{k: w[i].get(k) for k in keys} for i in sorted(only_w)[:8]],
+            "only_in_replay": [{k: r[i].get(k) for k in keys} for i in sorted(only_r)[:8]],
+            "differing": [
+                {
+                    "alert_id": aid,
+                    **{
+                        k: {"worker": w[aid].get(k), "replay": r[aid].get(k)}
+                        for k in sorted((set(w[aid]) | set(r[aid])) - ignored)
+                        if w[aid].get(k) != r[aid].get(k) or k in keys
+                    },
+                }
+                for aid in differing[:8]
+            ],
+        },
         "worker_alerts": len(w),
         "replay_alerts": len(r),
         "only_in_worker_by_code": dict(Counter(w[i]["code"] for i in only_w)),

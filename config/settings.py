@@ -344,6 +344,22 @@ class DetectorSettings(_Frozen):
     explained_alerts_per_customer: int = Field(default=8, ge=0, le=256)
 
 
+class AlignmentSettings(_Frozen):
+    """Event-time alignment of the input topics in the worker (streams/alignment.py).
+
+    Under a backlog a customer's events of different topics arrive out of
+    event-time order; the worker holds the ones running ahead until the others
+    catch up, so a worker judges as ``creditwatch replay`` does. A live worker
+    holds nothing: every topic is caught up.
+    """
+
+    enabled: bool = True
+    max_held_events: int = Field(default=200_000, ge=1_000, le=10_000_000)
+    """Beyond this many held events the earliest are released out of turn (memory bound)."""
+    max_hold_seconds: float = Field(default=120.0, gt=0, le=3600)
+    """No event waits longer than this (a topic that stops delivering cannot stall the rest)."""
+
+
 class Settings(BaseSettings):
     """Everything the service reads from its environment."""
 
@@ -366,6 +382,7 @@ class Settings(BaseSettings):
     # live deployment whose servicing feed can fall silent for days.
     dpd_clock: Literal["event", "wall"] = "event"
     commit_interval_seconds: float = Field(default=1.0, gt=0)
+    alignment: AlignmentSettings = AlignmentSettings()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     smtp: SmtpSettings = SmtpSettings()

@@ -93,6 +93,17 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.aligned_held = Gauge(
+            "creditwatch_alignment_held_events",
+            "Input events held back until the other input topics have caught up in event time.",
+            registry=r,
+        )
+        self.aligned_forced = Counter(
+            "creditwatch_alignment_forced_releases",
+            "Held input events let go before their turn, by reason (age, size, rebalance).",
+            ["reason"],
+            registry=r,
+        )
         self.published = Counter(
             "creditwatch_outputs_published",
             "Outputs published from the outbox, by logical topic.",

@@ -1,11 +1,15 @@
 """``creditwatch replay``: the worker's processing over a file, in one process, no Kafka.
 
-Events are taken in ``occurred_at`` order (ties keep file order). The DPD tick
-runs with event time: whenever the stream crosses a UTC midnight every
-customer in arrears is advanced to it, and at the end everyone is advanced to
-the latest ``occurred_at`` in the file, so ``state.jsonl`` is as of that
-instant. Warnings carry the exact instant a threshold was crossed, so they are
-the same whatever the tick cadence, and the same as the worker's.
+Events are taken in ``occurred_at`` order (ties keep file order). Time passes
+as in the worker: customers are sharded as the worker's partitions shard them
+(``CREDITWATCH_KAFKA__TOPIC_PARTITIONS``), each shard's servicing feed sets its
+watermark, a customer is brought to that watermark before each of its other
+events, and whenever the stream crosses a UTC midnight every customer in
+arrears is advanced to their shard's watermark (the worker's tick). At the end
+everyone is advanced to the latest ``occurred_at`` in the file, so
+``state.jsonl`` is as of that instant. Warnings carry the exact instant a
+threshold was crossed, so they are the same whatever the tick cadence, and
+the same as the worker's.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from risk.store import MemoryStateStore, OutboxRecord
 from rules.engine import CompiledRuleSet
 from schemas.codec import InvalidEvent, decode_event, encode
 from schemas.topics import COLLECTIONS_TASKS, DEAD_LETTER, RELATED, RISK_ALERTS, RISK_STATE
+from streams.partitioning import partition_for
 
 OUTPUT_FILES = {
     RISK_ALERTS: "alerts.jsonl",
@@ -118,7 +123,13 @@ async def run_replay(
     console = console or Console(stderr=True)
     store = store if store is not None else MemoryStateStore()
     engine = build_judge(settings, rule_set=rule_set)
-    processor = Processor(engine, store, remember_events=settings.redis.dedup_events_per_customer)
+    partitions = settings.kafka.topic_partitions
+    processor = Processor(
+        engine,
+        store,
+        shard_of=lambda customer_id: partition_for(customer_id, partitions),
+        remember_events=settings.redis.dedup_events_per_customer,
+    )
     summary = ReplaySummary()
     if engine.rules is not None:
         current = engine.rules()
@@ -140,7 +151,7 @@ async def run_replay(
                     summary.dead_letters += 1
                     continue
                 valid.append((event.occurred_at, line_no, event, raw))
-        outputs.write(await store.drain(), summary)
+        outputs.write(await _drain(store, partitions), summary)
         valid.sort(key=lambda item: (item[0], item[1]))
         console.print(
             f"replay: {summary.lines} events read from {events_path}, "
@@ -155,7 +166,8 @@ async def run_replay(
                 midnight = datetime.combine(day, time(0), tzinfo=UTC)
                 if last_tick is None or midnight > last_tick:
                     if last_tick is not None:
-                        await processor.tick(midnight)
+                        await processor.tick()  # each shard to its watermark, as the worker
+                        await _settle(processor, store, outputs, summary)
                     last_tick = midnight
                 result = await processor.process(event, raw, Source(source_name, None, line_no))
                 if result.outcome == "applied":
@@ -189,6 +201,14 @@ async def run_replay(
     return summary
 
 
+async def _drain(store: Any, shards: int) -> list[OutboxRecord]:
+    """Every pending output of every shard (the memory store keeps one outbox)."""
+    records: list[OutboxRecord] = []
+    for shard in range(shards):
+        records += await store.drain(shard)
+    return records
+
+
 async def _settle(
     processor: Processor, store: Any, outputs: _Outputs, summary: ReplaySummary
 ) -> None:
@@ -197,11 +217,14 @@ async def _settle(
     In the worker these travel through Kafka to the affected customer's
     partition; in replay they are applied at once, before the next input.
     """
-    internal = outputs.write(await store.drain(), summary)
+    partitions = processor.engine.settings.kafka.topic_partitions
+    internal = outputs.write(await _drain(store, partitions), summary)
     while internal:
+        # Shard by shard (see Processor.tick): the same output order on either store.
+        internal.sort(key=lambda raw: processor.shard_of(orjson.loads(raw)["customer_id"]))
         for raw in internal:
             await processor.handle(raw, Source("related", None, None), internal=True)
-        internal = outputs.write(await store.drain(), summary)
+        internal = outputs.write(await _drain(store, partitions), summary)
 
 
 async def _write_state(store: Any, engine: Judge, out_dir: Path, summary: ReplaySummary) -> None:

@@ -94,6 +94,19 @@ def by_event_time(events: Sequence[Any]) -> list[int]:
     return order
 
 
+def then(first: Outcome | None, second: Outcome) -> Outcome:
+    """``second`` preceded by what ``first`` produced (``second``'s scores kept)."""
+    if first is None:
+        return second
+    first.alerts += second.alerts
+    first.tasks += second.tasks
+    first.states += second.states
+    first.internal += second.internal
+    first.rule_errors += second.rule_errors
+    first.scores = second.scores
+    return first
+
+
 class RiskEngine(Protocol):
     """What the processor needs of an engine (``risk.engine.Engine``, or a wrapper of it).
 
@@ -245,7 +258,10 @@ class Processor:
                 return Result("duplicate", event)
             expected = state.seq if state is not None else 0
             before = book_entry(state)  # the engine changes the state in place
+            mark = await self.store.watermark(self.shard_of(customer_id))
+            pre = self.catch_up(state, event, mark)
             state, out = self.engine.apply(state, event)
+            out = then(pre, out)
             state.remember(event_id, self.remember_events)
             state.seq = expected + 1
             try:
@@ -275,6 +291,28 @@ class Processor:
         self.metrics.event_lag.labels(source.topic).observe(max(lag, 0.0))
         return Result("applied", event, out)
 
+    def catch_up(
+        self, state: CustomerState | None, event: Any, mark: datetime | None
+    ) -> Outcome | None:
+        """Before a non-servicing event: bring the customer to its shard's servicing watermark.
+
+        Arrears and income lateness are judged as time passes, and time passes
+        with the servicing feed of the customer's shard (the watermark: every
+        servicing event of the shard up to it has been applied). A
+        transaction dated after that instant is applied once the customer has
+        been advanced to it (never past the event itself), whether or not a
+        scheduled tick happened to run in between. Without this, whether a
+        salary was judged missing at its midnight or at the customer's next
+        card payment depended on when the worker's tick ran; with it, worker
+        and replay (which does the same, in event-time order) agree.
+        """
+        if mark is None or state is None or state.as_of is None or event.type in CLOCK_EVENTS:
+            return None
+        target = min(mark, event.occurred_at)
+        if target <= state.as_of:
+            return None
+        return self.engine.advance(state, target)
+
     # -- batches --------------------------------------------------------------
 
     async def handle_batch(
@@ -288,30 +326,47 @@ class Processor:
         of two or three per event, which is where a worker spent most of its
         time. Results are in the order of ``messages``.
         """
-        started = time.perf_counter()
-        self.metrics.batch_events.observe(len(messages))
         results: list[Result] = [Result("dead_letter")] * len(messages)
+        decoded = await self.decode_batch(messages, internal=internal)
+        valid = [i for i, item in enumerate(decoded) if item is not None]
+        applied = await self.apply_decoded([decoded[i] for i in valid])  # type: ignore[misc]
+        for i, result in zip(valid, applied, strict=True):
+            results[i] = result
+        return results
+
+    async def decode_batch(
+        self, messages: Sequence[tuple[bytes, Source]], *, internal: bool = False
+    ) -> list[tuple[Any, bytes, Source] | None]:
+        """Each message decoded, or ``None`` once it is on its way to the dead letters.
+
+        Split from :meth:`apply_decoded` so that a worker can order events by
+        their ``occurred_at`` across topics before applying them.
+        """
+        self.metrics.batch_events.observe(len(messages))
         decode = decode_internal if internal else decode_event
-        valid: list[int] = []
-        decoded: list[tuple[Any, bytes, Source]] = []
-        for i, (raw, source) in enumerate(messages):
+        out: list[tuple[Any, bytes, Source] | None] = []
+        for raw, source in messages:
             try:
-                event = decode(raw)
+                out.append((decode(raw), raw, source))
             except InvalidEvent as err:
                 await self.reject(raw, err, source)
-                continue
-            valid.append(i)
-            decoded.append((event, raw, source))
-        if decoded:
-            order = by_event_time([event for event, _raw, _source in decoded])
-            valid = [valid[j] for j in order]
-            decoded = [decoded[j] for j in order]
-            for i, result in zip(valid, await self.process_batch(decoded), strict=True):
-                results[i] = result
-            elapsed = time.perf_counter() - started
-            observe = self.metrics.processing.observe
-            for _ in decoded:  # each event waited for its whole batch
-                observe(elapsed)
+                out.append(None)
+        return out
+
+    async def apply_decoded(self, decoded: Sequence[tuple[Any, bytes, Source]]) -> list[Result]:
+        """Apply decoded events, each customer's in event-time order; results in input order."""
+        if not decoded:
+            return []
+        started = time.perf_counter()
+        order = by_event_time([event for event, _raw, _source in decoded])
+        results: list[Result] = [Result("dead_letter")] * len(decoded)
+        applied = await self.process_batch([decoded[j] for j in order])
+        for j, result in zip(order, applied, strict=True):
+            results[j] = result
+        elapsed = time.perf_counter() - started
+        observe = self.metrics.processing.observe
+        for _ in decoded:  # each event waited for its whole batch
+            observe(elapsed)
         return results
 
     async def process_batch(self, items: Sequence[tuple[Any, bytes, Source]]) -> list[Result]:
@@ -331,8 +386,16 @@ class Processor:
         results: list[Result | None] = [None] * len(items)
         customers = list(dict.fromkeys(event.customer_id for event, _raw, _src in items))
         slow: list[int] = []  # redone one at a time, from the stored state
+        shards = sorted({self.shard_of(c) for c in customers})
         async with self._locks.hold_all(customers):
             states = await self.store.load_many(customers)
+            marks = dict(
+                zip(
+                    shards,
+                    await asyncio.gather(*(self.store.watermark(s) for s in shards)),
+                    strict=True,
+                )
+            )
             steps: dict[str, Step] = {}
             members: dict[str, list[int]] = {}
             broken: set[str] = set()
@@ -347,8 +410,11 @@ class Processor:
                     continue
                 expected = state.seq if state is not None else 0
                 before = book_entry(state) if customer_id not in steps else None
+                shard = self.shard_of(customer_id)
                 try:
+                    pre = self.catch_up(state, event, marks[shard])
                     state, out = self.engine.apply(state, event)
+                    out = then(pre, out)
                 except Exception:  # the copy may be half-changed: redo this customer slowly
                     broken.add(customer_id)
                     steps.pop(customer_id, None)
@@ -366,10 +432,12 @@ class Processor:
                     members[customer_id] = []
                 step.state = state
                 step.records += [(idx, rec) for rec in outcome_records(out)]
-                if event.type in CLOCK_EVENTS and (
-                    step.watermark is None or event.occurred_at > step.watermark
-                ):
-                    step.watermark = event.occurred_at
+                if event.type in CLOCK_EVENTS:
+                    if step.watermark is None or event.occurred_at > step.watermark:
+                        step.watermark = event.occurred_at
+                    mark = marks[shard]
+                    if mark is None or event.occurred_at > mark:
+                        marks[shard] = event.occurred_at  # later events of the shard see it
                 members[customer_id].append(idx)
                 results[idx] = Result("applied", event, out)
             if steps:
@@ -490,6 +558,9 @@ class Processor:
             if kept is not None and kept.as_of is not None and kept.as_of >= target:
                 continue
             due.append((customer_id, target))
+        # Shard by shard: a store with an outbox per shard then gives the outputs in
+        # the order they were committed (replay's files are the same on either store).
+        due.sort(key=lambda item: self.shard_of(item[0]))
         for start in range(0, len(due), TICK_CHUNK):
             chunk = due[start : start + TICK_CHUNK]
             advanced: list[Outcome] = []

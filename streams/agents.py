@@ -17,6 +17,14 @@ and every batch paid its round trips and locks for little. One agent fills
 its batch from whichever topics have events, and the processor can apply a
 customer's events of a batch in event-time order whatever topic each came on.
 
+Event-time alignment: batches go through an :class:`AlignedGate`, which holds
+the events of a topic running ahead in event time until the other topics of
+the same partition number have caught up (see :mod:`streams.alignment`), so a
+worker working off a backlog judges each customer's events in the order
+``creditwatch replay`` does. A live worker holds nothing. The gate applies
+and acknowledges; ``CREDITWATCH_ALIGNMENT__ENABLED=false`` applies each batch
+as it comes.
+
 Exactly once: the stream is read with :meth:`faust.Stream.noack_take`, which
 never acknowledges by itself. An agent acknowledges a batch's events only after
 :meth:`WorkerRuntime.handle_batch` returned, i.e. once their state changes and
@@ -30,7 +38,8 @@ event digests kept in each customer's state recognise it.
 Rebalances and shutdown: Faust stops delivering, drops what is still queued,
 and waits (``stream_wait_empty``) until every event an agent has taken is
 acknowledged before it commits and hands partitions over; a batch in hand is
-finished first, so two workers never process a partition at the same time
+finished first, and the gate lets everything it holds go as soon as it sees
+the flow suspended, so two workers never process a partition at the same time
 while the group is healthy.
 
 Errors: outages of Redis are retried by the runtime until they pass. Any other
@@ -50,6 +59,7 @@ import faust
 from mode import CrashingSupervisor
 
 from schemas.topics import INPUT_TOPICS, INTERNAL_TOPICS
+from streams.aligned_gate import AlignedGate
 from streams.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -61,16 +71,30 @@ BATCH_WITHIN = 0.02
 """Seconds a partly filled batch waits for more events: added latency at low load."""
 
 
-def _agent_for(
-    app: faust.App, name: str, topic_names: list[str], runtime: WorkerRuntime, *, internal: bool
-) -> Any:
-    topic = app.topic(
+def _topic(app: faust.App, topic_names: list[str]) -> Any:
+    return app.topic(
         *topic_names,
         key_type=bytes,
         value_type=bytes,
         value_serializer="raw",
         key_serializer="raw",
     )
+
+
+def _failed(name: str, size: int) -> None:
+    log.critical(
+        "%s: a batch of %d events failed; stopping the worker without "
+        "acknowledging it (it is redelivered on restart)",
+        name,
+        size,
+        exc_info=True,
+    )
+
+
+def _agent_for(
+    app: faust.App, name: str, topic_names: list[str], runtime: WorkerRuntime, *, internal: bool
+) -> Any:
+    """An agent applying each batch as it comes (alignment switched off)."""
 
     async def consume(stream: faust.StreamT[bytes]) -> None:
         batches = stream.noack_take(BATCH_MAX, within=BATCH_WITHIN)
@@ -84,22 +108,39 @@ def _agent_for(
                     internal=internal,
                 )
             except Exception:
-                log.critical(
-                    "%s: a batch of %d events failed; stopping the worker without "
-                    "acknowledging it (it is redelivered on restart)",
-                    name,
-                    len(events),
-                    exc_info=True,
-                )
+                _failed(name, len(events))
                 _forget_unacked(app, set(topic_names))
                 raise
             for event in events:  # only now: the batch is durable in Redis
                 await stream.ack(event)
 
     consume.__name__ = consume.__qualname__ = f"{name}_agent"
-    return app.agent(topic, name=f"creditwatch.{name}", supervisor_strategy=CrashingSupervisor)(
-        consume
-    )
+    return app.agent(
+        _topic(app, topic_names), name=f"creditwatch.{name}", supervisor_strategy=CrashingSupervisor
+    )(consume)
+
+
+def _gated_agent_for(
+    app: faust.App, name: str, topic_names: list[str], gate: AlignedGate, *, internal: bool
+) -> Any:
+    """An agent handing its batches to the event-time gate (which applies and acknowledges)."""
+
+    async def consume(stream: faust.StreamT[bytes]) -> None:
+        try:
+            async for events in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN):
+                try:
+                    await gate.take(stream, events, internal=internal)
+                except Exception:
+                    _failed(name, len(events) + gate.aligner.held)
+                    gate.forget_unacked()
+                    raise
+        finally:
+            gate.stop()
+
+    consume.__name__ = consume.__qualname__ = f"{name}_agent"
+    return app.agent(
+        _topic(app, topic_names), name=f"creditwatch.{name}", supervisor_strategy=CrashingSupervisor
+    )(consume)
 
 
 def _forget_unacked(app: faust.App, topic_names: set[str]) -> None:
@@ -117,13 +158,17 @@ def register_agents(app: faust.App, runtime: WorkerRuntime) -> dict[str, Callabl
     """Register the input agent (every input topic) and the related-party topic's agent.
 
     Returns them by name: ``inputs``, and the logical name of each internal topic.
+    With alignment on (the default) both feed one :class:`AlignedGate`.
     """
     topics = runtime.settings.topics
-    agents = {
-        "inputs": _agent_for(
-            app, "inputs", [topics[t] for t in INPUT_TOPICS], runtime, internal=False
-        )
-    }
+    inputs = [topics[t] for t in INPUT_TOPICS]
+    if not runtime.settings.alignment.enabled:
+        agents = {"inputs": _agent_for(app, "inputs", inputs, runtime, internal=False)}
+        for logical in INTERNAL_TOPICS:
+            agents[logical] = _agent_for(app, logical, [topics[logical]], runtime, internal=True)
+        return agents
+    gate = AlignedGate(app, runtime, inputs)
+    agents = {"inputs": _gated_agent_for(app, "inputs", inputs, gate, internal=False)}
     for logical in INTERNAL_TOPICS:
-        agents[logical] = _agent_for(app, logical, [topics[logical]], runtime, internal=True)
+        agents[logical] = _gated_agent_for(app, logical, [topics[logical]], gate, internal=True)
     return agents

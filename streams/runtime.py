@@ -81,14 +81,43 @@ class WorkerRuntime:
         failed attempt had already committed is recognised as already applied
         on the next one, so retrying the batch is safe.
         """
+        decoded = await self.decode_batch(messages, internal=internal)
+        valid = [i for i, item in enumerate(decoded) if item is not None]
+        results: list[Result] = [Result("dead_letter")] * len(messages)
+        applied = await self.apply_decoded([decoded[i] for i in valid])  # type: ignore[misc]
+        for i, result in zip(valid, applied, strict=True):
+            results[i] = result
+        return results
+
+    async def decode_batch(
+        self,
+        messages: Sequence[tuple[bytes, str, int, int]],
+        *,
+        internal: bool = False,
+    ) -> list[tuple[Any, bytes, Source] | None]:
+        """Decode messages; an invalid one is dead-lettered (retried through outages) -> None."""
         await self.until_ready()
         batch = [
             (raw, Source(topic, partition, offset)) for raw, topic, partition, offset in messages
         ]
         backoff = 0.05
         while True:
+            try:  # a dead letter already written is recognised by its marker on a retry
+                return await self.processor.decode_batch(batch, internal=internal)
+            except RETRYABLE as exc:
+                log.warning("state store unavailable, retrying in %.2fs: %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def apply_decoded(self, decoded: Sequence[tuple[Any, bytes, Source]]) -> list[Result]:
+        """Apply decoded events, retrying outages until the whole lot is committed."""
+        if not decoded:
+            return []
+        await self.until_ready()
+        backoff = 0.05
+        while True:
             try:
-                results = await self.processor.handle_batch(batch, internal=internal)
+                results = await self.processor.apply_decoded(decoded)
                 break
             except RETRYABLE as exc:
                 log.warning("state store unavailable, retrying in %.2fs: %s", backoff, exc)
@@ -96,7 +125,7 @@ class WorkerRuntime:
                 backoff = min(backoff * 2, 5.0)
         # Producers key by customer, so a customer's outbox shard is the partition
         # its events arrive on; any other shard is published at its idle wake-up.
-        for shard in {source.partition for _raw, source in batch}:
+        for shard in {source.partition for _event, _raw, source in decoded}:
             if shard is not None:
                 self.wake(shard)
         return results
