@@ -354,9 +354,9 @@ class AlignmentSettings(_Frozen):
     """
 
     enabled: bool = True
-    max_held_events: int = Field(default=200_000, ge=1_000, le=10_000_000)
+    max_held_events: int = Field(default=100_000, ge=1_000, le=10_000_000)
     """Beyond this many held events the earliest are released out of turn (memory bound)."""
-    max_hold_seconds: float = Field(default=120.0, gt=0, le=3600)
+    max_hold_seconds: float = Field(default=600.0, gt=0, le=3600)
     """No event waits longer than this (a topic that stops delivering cannot stall the rest)."""
 
 

@@ -98,6 +98,11 @@ class Metrics:
             "Input events held back until the other input topics have caught up in event time.",
             registry=r,
         )
+        self.aligned_paused = Gauge(
+            "creditwatch_alignment_paused_partitions",
+            "Input topic-partitions not fetched for now: ahead of the others in event time.",
+            registry=r,
+        )
         self.aligned_forced = Counter(
             "creditwatch_alignment_forced_releases",
             "Held input events let go before their turn, by reason (age, size, rebalance).",

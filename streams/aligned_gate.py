@@ -19,12 +19,14 @@ customers days before it happened in their event time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import faust
+from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from streams.alignment import EventTimeAligner, Held
@@ -60,6 +62,8 @@ class AlignedGate:
         self._last_delivery: dict[tuple[str, int], float] = {}
         self._positions: dict[tuple[str, int], int] = {}
         self._lagging: set[tuple[str, int]] = set()
+        self._paused: set[tuple[str, int]] = set()
+        self._pause_unavailable_logged = False
 
     async def take(
         self, stream: faust.StreamT[bytes], events: Sequence[Any], *, internal: bool = False
@@ -140,12 +144,59 @@ class AlignedGate:
             self.metrics.aligned_forced.labels("size").inc(released.forced_by_size)
         if handing_over and released.items:
             self.metrics.aligned_forced.labels("rebalance").inc(len(released.items))
+        if handing_over:  # a new assignment starts with nothing paused
+            self._paused = set()
+        else:
+            self._pace(released.ahead)
         if not released.items:
             return
         await self.runtime.apply_decoded([held.item[0] for held in released.items])
         for held in released.items:  # only now: durable in Redis
             _item, event, stream = held.item
             await stream.ack(event)
+
+    def _pace(self, ahead: set[tuple[str, int]]) -> None:
+        """Stop fetching topic-partitions running ahead; fetch again those that no longer are.
+
+        Without this the held events of a small topic would grow to its whole
+        backlog (hundreds of MiB in a large one); paused, what is held stays
+        about what was fetched before the pause. The pause is the Kafka
+        client's own (records it had buffered are dropped without moving its
+        position, so they are fetched again on resume), applied on the
+        consumer's thread. Faust's ``pause_partitions`` is not used: a
+        partition it pauses while a fetched batch is being handed out has the
+        rest of that batch skipped, and Faust then commits past the gap.
+        """
+        resume = self._paused - ahead
+        pause = ahead - self._paused
+        if not (pause or resume):
+            return
+        if not self._kafka_pause(pause, resume):
+            return
+        self._paused = set(ahead)
+
+    def _kafka_pause(self, pause: set[tuple[str, int]], resume: set[tuple[str, int]]) -> bool:
+        try:
+            thread = self.app.consumer._thread  # type: ignore[attr-defined]
+            client = thread._ensure_consumer()
+            loop = thread.thread_loop
+        except Exception:  # a consumer without a client thread: hold, do not pause
+            if not self._pause_unavailable_logged:
+                log.warning("input alignment: the consumer cannot pause partitions; holding only")
+                self._pause_unavailable_logged = True
+            return False
+
+        def apply() -> None:  # on the consumer's thread, where the client lives
+            for topic, partition in resume:
+                with contextlib.suppress(Exception):  # no longer assigned: nothing to do
+                    client.resume(TopicPartition(topic, partition))
+            for topic, partition in pause:
+                with contextlib.suppress(Exception):
+                    client.pause(TopicPartition(topic, partition))
+
+        loop.call_soon_threadsafe(apply)
+        self.metrics.aligned_paused.set(len(self._paused | pause) - len(resume))
+        return True
 
     def _caught_up(self, topic: str, partition: int) -> bool:
         """Has this topic-partition delivered all the consumer knows it holds?"""

@@ -19,10 +19,13 @@ normal case for a live worker: it then releases each event at once and adds
 no latency. Only a backlog holds events, and only for as long as another
 topic still has older ones to deliver.
 
-Bounds: at most ``max_held`` events are held (beyond that the earliest are
-released, trading order for memory), and no event is held longer than
-``max_hold_seconds`` of wall time, so a topic-partition that stops delivering
-while reporting a backlog cannot stall the others. Both are counted.
+Bounds: the caller stops fetching the topic-partitions that have events held
+(:attr:`Released.ahead`) until the others have caught up, so what is held stays
+about one fetch per topic-partition; at most ``max_held`` events are held
+(beyond that the earliest are released, trading order for memory), and no
+event is held longer than ``max_hold_seconds`` of wall time, so a
+topic-partition that stops delivering while reporting a backlog cannot stall
+the others. Both are counted.
 
 This module knows nothing of Faust: the caller says which topic-partitions
 are caught up and acknowledges what it processes. Held events are not
@@ -70,6 +73,7 @@ class _Lane:
     last_offset: dict[str, int] = field(default_factory=dict)
     released: set[int] = field(default_factory=set)
     """Sequence numbers released ahead of ``arrivals`` (popped lazily)."""
+    held_by_topic: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,6 +83,9 @@ class Released:
     items: list[Held]
     forced_by_age: int = 0
     forced_by_size: int = 0
+    ahead: set[tuple[str, int]] = field(default_factory=set)
+    """Pacing topic-partitions that still have events held (they run ahead in event
+    time): the caller may stop fetching them until the others have caught up."""
 
 
 class EventTimeAligner:
@@ -120,6 +127,7 @@ class EventTimeAligner:
             seq = next(self._seq)
             event.since = now
             heapq.heappush(lane.heap, (event.occurred_at, seq, event))
+            lane.held_by_topic[event.topic] = lane.held_by_topic.get(event.topic, 0) + 1
             lane.arrivals.append((now, seq, event.occurred_at))
             seen = lane.seen.get(event.topic)
             if seen is None or event.occurred_at > seen:
@@ -152,6 +160,13 @@ class EventTimeAligner:
                 out.forced_by_age += len(out.items) - before
         if self._held > self.max_held:
             out.forced_by_size += self._shed(out.items)
+        pacing = set(self.topics)
+        for partition, lane in self._lanes.items():
+            out.ahead.update(
+                (topic, partition)
+                for topic, n in lane.held_by_topic.items()
+                if n and topic in pacing
+            )
         return out
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -194,6 +209,7 @@ class EventTimeAligner:
         heap = lane.heap
         while heap and (horizon is None or heap[0][0] <= horizon):
             _at, seq, held = heapq.heappop(heap)
+            lane.held_by_topic[held.topic] -= 1
             lane.released.add(seq)
             into.append(held)
             self._held -= 1
@@ -207,6 +223,7 @@ class EventTimeAligner:
         while self._held > self.max_held:
             lane = max(self._lanes.values(), key=lambda lane: len(lane.heap))
             _at, seq, held = heapq.heappop(lane.heap)
+            lane.held_by_topic[held.topic] -= 1
             lane.released.add(seq)
             into.append(held)
             self._held -= 1

@@ -95,3 +95,10 @@ def test_a_backlog_of_every_topic_gives_the_warnings_replay_gives(deployment: De
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         metrics = resp.read().decode()
     assert "creditwatch_alignment_held_events" in metrics
+    forced = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("creditwatch_alignment_forced_releases_total{")
+        and float(line.rsplit(" ", 1)[1]) > 0
+    ]
+    assert not forced, forced  # every event went in its turn: none was let go early

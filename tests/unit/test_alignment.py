@@ -135,3 +135,19 @@ def test_merging_independently_delivered_topics_gives_event_time_order() -> None
     assert len(times) == 360
     assert times == sorted(times)
     assert aligner.held == 0
+
+
+def test_topics_with_events_still_held_are_reported_ahead() -> None:
+    aligner = EventTimeAligner(TOPICS)
+    aligner.add([ev("rp", 1, 0), ev("rp", 9, 1), ev("tx", 2, 0)])
+    aligner.add([Held(at(5), "related", 0, 0, "announcement")])  # waits, but sets no pace
+    released = aligner.release(never)
+    assert names(released.items) == ["rp@1", "tx@2"]
+    assert released.ahead == {("rp", 0)}  # tx (the pace) and related are not stopped
+    aligner.add([ev("tx", 10, 1)])
+    released = aligner.release(never)
+    assert names(released.items) == ["announcement", "rp@9"]
+    assert released.ahead == {("tx", 0)}  # now tx is the one ahead, rp sets the pace
+    released = aligner.release(lambda topic, _p: topic == "rp")  # rp delivered all it has
+    assert names(released.items) == ["tx@10"]
+    assert released.ahead == set()
