@@ -43,6 +43,9 @@ class KafkaSettings(_Frozen):
     replication_factor: int = Field(default=1, ge=1, le=16)
     session_timeout_seconds: float = Field(default=30.0, ge=6.0, le=300.0)
     heartbeat_interval_seconds: float = Field(default=3.0, gt=0, le=60.0)
+    max_partition_fetch_bytes: int = Field(default=256 * 1024, ge=16 * 1024, le=64 * 1024**2)
+    """Per partition and fetch. Small enough that pausing a topic running ahead in
+    event time takes effect within a few hundred events (streams/alignment.py)."""
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
@@ -356,8 +359,9 @@ class AlignmentSettings(_Frozen):
     enabled: bool = True
     max_held_events: int = Field(default=100_000, ge=1_000, le=10_000_000)
     """Beyond this many held events the earliest are released out of turn (memory bound)."""
-    max_hold_seconds: float = Field(default=600.0, gt=0, le=3600)
-    """No event waits longer than this (a topic that stops delivering cannot stall the rest)."""
+    max_stall_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """A topic-partition that delivers nothing this long, though behind, stops holding
+    the others back (one that stops delivering cannot stall the rest)."""
 
 
 class Settings(BaseSettings):

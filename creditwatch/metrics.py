@@ -105,7 +105,7 @@ class Metrics:
         )
         self.aligned_forced = Counter(
             "creditwatch_alignment_forced_releases",
-            "Held input events let go before their turn, by reason (age, size, rebalance).",
+            "Held input events let go before their turn, by reason (stall, size, rebalance).",
             ["reason"],
             registry=r,
         )

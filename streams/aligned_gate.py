@@ -54,7 +54,7 @@ class AlignedGate:
         self.aligner = EventTimeAligner(
             pacing_topics,
             max_held=settings.max_held_events,
-            max_hold_seconds=settings.max_hold_seconds,
+            max_stall_seconds=settings.max_stall_seconds,
         )
         self.metrics = runtime.metrics
         self._lock = asyncio.Lock()
@@ -138,8 +138,8 @@ class AlignedGate:
         self._lagging.clear()
         released = self.aligner.release(self._caught_up, everything=handing_over)
         self.metrics.aligned_held.set(self.aligner.held)
-        if released.forced_by_age:
-            self.metrics.aligned_forced.labels("age").inc(released.forced_by_age)
+        if released.forced_by_stall:
+            self.metrics.aligned_forced.labels("stall").inc(released.forced_by_stall)
         if released.forced_by_size:
             self.metrics.aligned_forced.labels("size").inc(released.forced_by_size)
         if handing_over and released.items:

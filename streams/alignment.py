@@ -20,12 +20,14 @@ no latency. Only a backlog holds events, and only for as long as another
 topic still has older ones to deliver.
 
 Bounds: the caller stops fetching the topic-partitions that have events held
-(:attr:`Released.ahead`) until the others have caught up, so what is held stays
-about one fetch per topic-partition; at most ``max_held`` events are held
-(beyond that the earliest are released, trading order for memory), and no
-event is held longer than ``max_hold_seconds`` of wall time, so a
-topic-partition that stops delivering while reporting a backlog cannot stall
-the others. Both are counted.
+(:attr:`Released.ahead`) until the others have caught up; at most
+``max_held`` events are held (beyond that the earliest are released, trading
+order for memory); and a topic-partition that has delivered nothing for
+``max_stall_seconds`` while not caught up stops holding the others back, so
+one that stops delivering cannot stall the rest. How long an event waits is
+not bounded by itself: with a large backlog the events of a small topic wait
+for as long as the transaction feed needs to reach their time, which is the
+point. Releases out of turn are counted.
 
 This module knows nothing of Faust: the caller says which topic-partitions
 are caught up and acknowledges what it processes. Held events are not
@@ -37,7 +39,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,8 +58,6 @@ class Held:
     offset: int
     item: Any
     """Whatever the caller processes and acknowledges (opaque here)."""
-    since: float = 0.0
-    """Wall-clock (monotonic) instant it arrived, for ``max_hold_seconds``."""
 
 
 @dataclass
@@ -66,13 +65,12 @@ class _Lane:
     """The held events of one partition number, and what each topic has shown of it."""
 
     heap: list[tuple[datetime, int, Held]] = field(default_factory=list)
-    arrivals: deque[tuple[float, int, datetime]] = field(default_factory=deque)
-    """``(arrived, sequence, occurred_at)`` in arrival order, for the age bound."""
     seen: dict[str, datetime] = field(default_factory=dict)
     """Per topic: the latest ``occurred_at`` delivered on this partition number."""
     last_offset: dict[str, int] = field(default_factory=dict)
-    released: set[int] = field(default_factory=set)
-    """Sequence numbers released ahead of ``arrivals`` (popped lazily)."""
+    delivered_at: dict[str, float] = field(default_factory=dict)
+    """Per topic: when it last delivered something here (monotonic clock)."""
+    opened_at: float = 0.0
     held_by_topic: dict[str, int] = field(default_factory=dict)
 
 
@@ -81,7 +79,7 @@ class Released:
     """What one call to :meth:`EventTimeAligner.release` let go."""
 
     items: list[Held]
-    forced_by_age: int = 0
+    forced_by_stall: int = 0
     forced_by_size: int = 0
     ahead: set[tuple[str, int]] = field(default_factory=set)
     """Pacing topic-partitions that still have events held (they run ahead in event
@@ -96,12 +94,12 @@ class EventTimeAligner:
         topics: Iterable[str],
         *,
         max_held: int = 100_000,
-        max_hold_seconds: float = 120.0,
+        max_stall_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topics = tuple(topics)
         self.max_held = max_held
-        self.max_hold_seconds = max_hold_seconds
+        self.max_stall_seconds = max_stall_seconds
         self.clock = clock
         self._lanes: dict[int, _Lane] = {}
         self._seq = itertools.count()
@@ -123,12 +121,10 @@ class EventTimeAligner:
         for event in events:
             lane = self._lanes.get(event.partition)
             if lane is None:
-                lane = self._lanes[event.partition] = _Lane()
-            seq = next(self._seq)
-            event.since = now
-            heapq.heappush(lane.heap, (event.occurred_at, seq, event))
+                lane = self._lanes[event.partition] = _Lane(opened_at=now)
+            heapq.heappush(lane.heap, (event.occurred_at, next(self._seq), event))
             lane.held_by_topic[event.topic] = lane.held_by_topic.get(event.topic, 0) + 1
-            lane.arrivals.append((now, seq, event.occurred_at))
+            lane.delivered_at[event.topic] = now
             seen = lane.seen.get(event.topic)
             if seen is None or event.occurred_at > seen:
                 lane.seen[event.topic] = event.occurred_at
@@ -144,20 +140,24 @@ class EventTimeAligner:
         partitions over, and the consumer waits for every taken event).
         """
         out = Released([])
+        now = self.clock()
         for partition, lane in self._lanes.items():
             if not lane.heap:
                 continue
+            for topic, n in lane.held_by_topic.items():
+                if n:  # waiting for its turn (paused by the caller) is not silence
+                    lane.delivered_at[topic] = now
             if everything:
                 self._pop_until(lane, None, out.items)
                 continue
-            horizon = self._horizon(partition, lane, caught_up)
+            horizon = self._horizon(lane, partition, caught_up, patient=True)
             if horizon is not _NONE:
                 self._pop_until(lane, horizon, out.items)
-            stale = self._stale_until(lane)
-            if stale is not None:
+            impatient = self._horizon(lane, partition, caught_up, patient=False)
+            if impatient is not _NONE and lane.heap:
                 before = len(out.items)
-                self._pop_until(lane, stale, out.items)
-                out.forced_by_age += len(out.items) - before
+                self._pop_until(lane, impatient, out.items)
+                out.forced_by_stall += len(out.items) - before
         if self._held > self.max_held:
             out.forced_by_size += self._shed(out.items)
         pacing = set(self.topics)
@@ -178,10 +178,18 @@ class EventTimeAligner:
 
     # -- internals --------------------------------------------------------------
 
-    def _horizon(self, partition: int, lane: _Lane, caught_up: CaughtUp) -> Any:
-        """The latest ``occurred_at`` releasable now (None: no limit; _NONE: nothing)."""
+    def _horizon(self, lane: _Lane, partition: int, caught_up: CaughtUp, *, patient: bool) -> Any:
+        """The latest ``occurred_at`` releasable now (None: no limit; _NONE: nothing).
+
+        Not ``patient``: a topic-partition silent for ``max_stall_seconds``
+        (since it last delivered here, or since the first event here) is
+        left out, as if it had caught up.
+        """
         horizon: datetime | None = None
+        stalled_before = self.clock() - self.max_stall_seconds
         for topic in self.topics:
+            if not patient and lane.delivered_at.get(topic, lane.opened_at) <= stalled_before:
+                continue
             if caught_up(topic, partition):
                 continue
             seen = lane.seen.get(topic)
@@ -191,46 +199,24 @@ class EventTimeAligner:
                 horizon = seen
         return horizon
 
-    def _stale_until(self, lane: _Lane) -> datetime | None:
-        """The event time up to which events must go because one waited too long."""
-        limit = self.clock() - self.max_hold_seconds
-        stale: datetime | None = None
-        arrivals = lane.arrivals
-        while arrivals and (arrivals[0][1] in lane.released or arrivals[0][0] <= limit):
-            _since, seq, occurred_at = arrivals.popleft()
-            if seq in lane.released:
-                lane.released.discard(seq)
-                continue
-            if stale is None or occurred_at > stale:
-                stale = occurred_at
-        return stale
-
     def _pop_until(self, lane: _Lane, horizon: datetime | None, into: list[Held]) -> None:
         heap = lane.heap
         while heap and (horizon is None or heap[0][0] <= horizon):
-            _at, seq, held = heapq.heappop(heap)
+            _at, _seq, held = heapq.heappop(heap)
             lane.held_by_topic[held.topic] -= 1
-            lane.released.add(seq)
             into.append(held)
             self._held -= 1
-        if not heap:
-            lane.arrivals.clear()
-            lane.released.clear()
 
     def _shed(self, into: list[Held]) -> int:
         """Release the earliest events of the fullest lanes until under ``max_held``."""
         shed = 0
         while self._held > self.max_held:
             lane = max(self._lanes.values(), key=lambda lane: len(lane.heap))
-            _at, seq, held = heapq.heappop(lane.heap)
+            _at, _seq, held = heapq.heappop(lane.heap)
             lane.held_by_topic[held.topic] -= 1
-            lane.released.add(seq)
             into.append(held)
             self._held -= 1
             shed += 1
-            if not lane.heap:
-                lane.arrivals.clear()
-                lane.released.clear()
         return shed
 
 

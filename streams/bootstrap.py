@@ -36,6 +36,9 @@ from streams.web import register_views
 
 log = logging.getLogger(__name__)
 
+STALL_REPORT_SECONDS = 3600.0
+"""After how long Faust reports a topic-partition with no progress (its default: 300 s)."""
+
 
 def redis_store(settings: Settings, redis: Redis) -> RedisStateStore:
     return RedisStateStore(
@@ -94,6 +97,13 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
         producer_acks=-1,
         broker_session_timeout=settings.kafka.session_timeout_seconds,
         broker_heartbeat_interval=settings.kafka.heartbeat_interval_seconds,
+        consumer_max_fetch_size=settings.kafka.max_partition_fetch_bytes,
+        # An input topic-partition running ahead in event time is paused while the
+        # others catch up (streams/alignment.py): through a long backlog that can
+        # be many minutes, and is not a stalled stream. The worker's own consumer
+        # lag gauge and alerting rules watch progress instead.
+        stream_processing_timeout=STALL_REPORT_SECONDS,
+        broker_commit_livelock_soft_timeout=STALL_REPORT_SECONDS,
     )
     register_agents(app, runtime)
     register_views(app, runtime)

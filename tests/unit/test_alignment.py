@@ -69,17 +69,33 @@ def test_partition_numbers_are_aligned_separately() -> None:
     assert aligner.held == 2
 
 
-def test_an_event_held_too_long_is_let_go_with_everything_before_it() -> None:
+def test_a_topic_that_stops_delivering_stops_holding_the_others_back() -> None:
     clock = Clock()
-    aligner = EventTimeAligner(TOPICS, max_hold_seconds=30, clock=clock)
-    aligner.add([ev("rp", 4, 0), ev("rp", 8, 1)])
-    clock.now += 10
-    aligner.add([ev("rp", 2, 2)])  # (out of order in its own topic)
+    aligner = EventTimeAligner(TOPICS, max_stall_seconds=30, clock=clock)
+    aligner.add([ev("tx", 1, 0), ev("rp", 4, 0), ev("rp", 8, 1)])
+    assert names(aligner.release(never).items) == ["tx@1"]
+    clock.now += 20
+    aligner.add([ev("rp", 9, 2)])  # rp goes on delivering; tx (behind) is silent
     assert aligner.release(never).items == []
-    clock.now += 25  # the first two are 35 s old, the last 25 s
+    clock.now += 15  # tx silent for 35 s
     released = aligner.release(never)
-    assert names(released.items) == ["rp@2", "rp@4", "rp@8"]
-    assert released.forced_by_age == 3
+    assert names(released.items) == ["rp@4", "rp@8", "rp@9"]
+    assert released.forced_by_stall == 3
+
+
+def test_a_long_wait_of_a_topic_running_ahead_is_not_a_stall() -> None:
+    """Events may wait as long as the slower topic keeps delivering (a large backlog)."""
+    clock = Clock()
+    aligner = EventTimeAligner(TOPICS, max_stall_seconds=30, clock=clock)
+    aligner.add([ev("rp", 50, 0)])
+    for hour in range(1, 50):
+        clock.now += 10  # 490 s in all, tx delivering every 10 s
+        aligner.add([ev("tx", hour, hour)])
+        released = aligner.release(never)
+        assert names(released.items) == [f"tx@{hour}"]
+        assert released.forced_by_stall == 0
+    aligner.add([ev("tx", 51, 51)])
+    assert names(aligner.release(never).items) == ["rp@50"]
 
 
 def test_beyond_the_size_bound_the_earliest_events_go_first() -> None:
