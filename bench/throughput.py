@@ -98,6 +98,9 @@ RESULTS = ROOT / "bench" / "results"
 PROBE_CODE = "repeated_failed_collections"
 SKIPPABLE = {"latency", "pair", "replay"}
 BATCH_LINE = re.compile(r"^creditwatch_batch_events_(sum|count) ([0-9.e+-]+)$")
+FORCED_LINE = re.compile(
+    r'^creditwatch_alignment_forced_releases_total\{reason="([^"]*)"\} ([0-9.e+-]+)$'
+)
 METRIC_LINE = re.compile(r'^creditwatch_events_total\{[^}]*topic="([^"]*)"[^}]*\} ([0-9.e+-]+)$')
 
 
@@ -361,6 +364,19 @@ class Worker:
             "batches": int(count),
             "mean_events": round(values.get("sum", 0.0) / count, 1) if count else None,
         }
+
+    def alignment(self) -> dict[str, Any]:
+        """The event-time alignment's counters: events let go out of turn, by reason."""
+        try:
+            text = self._get("/metrics").decode()
+        except OSError:
+            return {}
+        forced: dict[str, int] = {}
+        for line in text.splitlines():
+            m = FORCED_LINE.match(line)
+            if m:
+                forced[m.group(1)] = int(float(m.group(2)))
+        return {"released_out_of_turn": forced}
 
     def assigned(self) -> list[int]:
         body = self.health()
@@ -1089,6 +1105,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             result["product"] = await consume_backlog([worker], redis, n, timeout=args.timeout)
             result["product"]["batches"] = worker.batches()
+            result["product"]["alignment"] = worker.alignment()
         finally:
             if profiler is not None:
                 profiler.stop()
@@ -1248,6 +1265,14 @@ def table(r: dict[str, Any]) -> str:
             (
                 "    batches (mean events)",
                 f"{p['batches']['batches']:,} ({p['batches']['mean_events']})",
+            )
+        )
+    if p.get("alignment") is not None:
+        forced = p["alignment"].get("released_out_of_turn") or {}
+        rows.append(
+            (
+                "    events out of event-time turn",
+                ", ".join(f"{k} {v}" for k, v in sorted(forced.items())) or "none",
             )
         )
     rows.append(("(3)/(2)", f"{r['ratio_product_to_limit']:.3f}"))
