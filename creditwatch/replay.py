@@ -3,13 +3,14 @@
 Events are taken in ``occurred_at`` order (ties keep file order). Time passes
 as in the worker: customers are sharded as the worker's partitions shard them
 (``CREDITWATCH_KAFKA__TOPIC_PARTITIONS``), each shard's servicing feed sets its
-watermark, a customer is brought to that watermark before each of its other
-events, and whenever the stream crosses a UTC midnight every customer in
-arrears is advanced to their shard's watermark (the worker's tick). At the end
-everyone is advanced to the latest ``occurred_at`` in the file, so
-``state.jsonl`` is as of that instant. Warnings carry the exact instant a
-threshold was crossed, so they are the same whatever the tick cadence, and
-the same as the worker's.
+watermark, and time passes for a customer only to a local midnight: before each
+of its non-servicing events to the last one before the watermark, and
+whenever the stream crosses a UTC midnight every customer in arrears likewise
+(the worker's tick). At the end everyone is advanced to the last local
+midnight before the latest ``occurred_at`` in the file (their own later
+servicing events aside), which is what ``state.jsonl`` shows. Warnings carry
+the exact instant a threshold was crossed, so they are the same whatever the
+tick cadence, and the same as the worker's.
 """
 
 from __future__ import annotations

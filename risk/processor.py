@@ -16,7 +16,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from datetime import time as dt_time
 from typing import Any, Protocol
 
 import orjson
@@ -105,6 +106,24 @@ def then(first: Outcome | None, second: Outcome) -> Outcome:
     first.rule_errors += second.rule_errors
     first.scores = second.scores
     return first
+
+
+def last_midnight(at: datetime, tz: tzinfo) -> datetime:
+    """The customer's last local midnight at or before ``at``: where time is let pass to.
+
+    Time passes for a customer (a tick, or the catch-up before an event) only
+    to a local midnight, the instants the rules judge as ``tick``. Advanced to
+    any other instant, a change with time alone (a salary turning late) would
+    happen outside any judged step, be missed by rules that look for a change,
+    and make the warnings depend on when the worker's tick happened to run.
+    The rest of a day is covered by the customer's next event or midnight.
+
+    >>> from zoneinfo import ZoneInfo
+    >>> last_midnight(datetime(2026, 3, 1, 20, 0, tzinfo=UTC), ZoneInfo("Asia/Shanghai"))
+    datetime.datetime(2026, 3, 2, 0, 0, tzinfo=zoneinfo.ZoneInfo(key='Asia/Shanghai'))
+    """
+    local = at.astimezone(tz)
+    return datetime.combine(local.date(), dt_time(0), tzinfo=tz)
 
 
 class RiskEngine(Protocol):
@@ -294,21 +313,22 @@ class Processor:
     def catch_up(
         self, state: CustomerState | None, event: Any, mark: datetime | None
     ) -> Outcome | None:
-        """Before a non-servicing event: bring the customer to its shard's servicing watermark.
+        """Before a non-servicing event: let time pass up to its shard's servicing watermark.
 
         Arrears and income lateness are judged as time passes, and time passes
         with the servicing feed of the customer's shard (the watermark: every
         servicing event of the shard up to it has been applied). A
         transaction dated after that instant is applied once the customer has
-        been advanced to it (never past the event itself), whether or not a
-        scheduled tick happened to run in between. Without this, whether a
-        salary was judged missing at its midnight or at the customer's next
-        card payment depended on when the worker's tick ran; with it, worker
-        and replay (which does the same, in event-time order) agree.
+        been advanced to the last local midnight before both (see
+        :func:`last_midnight`), whether or not a scheduled tick happened to
+        run in between. Without this, whether a salary was judged missing at
+        its midnight or at the customer's next card payment depended on when
+        the worker's tick ran; with it, worker and replay (which does the
+        same, in event-time order) agree.
         """
         if mark is None or state is None or state.as_of is None or event.type in CLOCK_EVENTS:
             return None
-        target = min(mark, event.occurred_at)
+        target = last_midnight(min(mark, event.occurred_at), state.tz)
         if target <= state.as_of:
             return None
         return self.engine.advance(state, target)
@@ -555,7 +575,11 @@ class Processor:
                 if target is None:
                     continue
             kept = self.store.peek(customer_id)
-            if kept is not None and kept.as_of is not None and kept.as_of >= target:
+            if (
+                kept is not None
+                and kept.as_of is not None
+                and kept.as_of >= last_midnight(target, kept.tz)
+            ):
                 continue
             due.append((customer_id, target))
         # Shard by shard: a store with an outbox per shard then gives the outputs in
@@ -574,6 +598,7 @@ class Processor:
                     state = states.get(customer_id)
                     if state is None:
                         continue
+                    target = last_midnight(target, state.tz)
                     if state.as_of is not None and state.as_of >= target:
                         untouched.append(state)
                         continue
