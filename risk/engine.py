@@ -24,7 +24,7 @@ from risk.contact import ContactPolicy, next_lawful_contact
 from risk.customer import CustomerState
 from risk.ids import stable_id
 from risk.loans import ZERO, Loan
-from risk.score import DELINQUENCY_POINTS, score_components, tier_for, total_score
+from risk.score import DELINQUENCY_POINTS, score_components, score_total, tier_for
 from schemas.events import (
     AlertFeedback,
     CustomerLinked,
@@ -93,6 +93,8 @@ class Engine:
         self._bands = settings.classification
         self._thresholds = tuple(settings.alerts.dpd_thresholds)
         self._stages = settings.collections.stage_starts
+        self._tiers = settings.tiers
+        self._diversion_share = Decimal(str(settings.features.diversion_alert_share))
         cfg = settings.collections
         self._contact = ContactPolicy(
             quiet_start=cfg.quiet_start_hour,
@@ -166,15 +168,43 @@ class Engine:
         signals.announce(self, st, now, event.event_id, out)
         return st, out
 
-    def advance(self, state: CustomerState, to: datetime) -> Outcome:
-        """Let time pass for a customer with no event: DPD grows, thresholds fire."""
-        out = Outcome()
+    def advance(self, state: CustomerState, to: datetime, out: Outcome | None = None) -> Outcome:
+        """Let time pass for a customer with no event: DPD grows, thresholds fire.
+
+        What it produces is appended to ``out`` when given (and returned).
+        """
+        if out is None:
+            out = Outcome()
         if state.as_of is None or to > state.as_of:
             self._progress(state, to, out)
             # A salary that fails to arrive is news even when nothing else happens.
             signals.check_income(self, state, to, out)
-            signals.announce(self, state, to, f"tick:{to.isoformat()}", out)
+            signals.announce(self, state, to, None, out)  # cause: the tick at ``to``
         return out
+
+    def at_rest(self, st: CustomerState, to: datetime) -> bool:
+        """Whether :meth:`advance` to ``to`` would change nothing but the state's instant.
+
+        For a state whose last step was this engine's (its announcements are
+        as that step left them: a warning raised since moves only counts of
+        warnings, which they do not read) and whose summary is
+        :meth:`settled`: when, at ``to``, no open loan is past due nor was
+        (DPD 0 before and after: no mark is crossed) and the primary income
+        does not turn late, the step only recomputes the same summary and
+        the same announcements, and publishes nothing.
+        """
+        if st.as_of is None or to <= st.as_of:
+            return False
+        on = to.astimezone(st.tz).date()
+        for loan in st.loans.values():
+            if loan.status == "open" and (loan.dpd_seen or loan.oldest_unpaid(on) is not None):
+                return False
+        income = st.income
+        if income.primary is not None:
+            late = income.overdue_since(signals.epoch(to), self.settings.features.salary_grace_days)
+            if late is not None and late != income.late_alerted_for:
+                return False
+        return True
 
     def summary(self, st: CustomerState) -> RiskState:
         """The customer's risk state in the contract's shape."""
@@ -275,7 +305,7 @@ class Engine:
 
     def _progress(self, st: CustomerState, to: datetime, out: Outcome) -> None:
         """Fire every DPD mark crossed between ``st.as_of`` and ``to``, in time order."""
-        to_date = self.local_date(st, to)
+        to_date = to.astimezone(st.tz).date()
         crossings: list[tuple[datetime, str, int]] = []
         for loan in st.loans.values():
             if loan.status != "open":
@@ -284,21 +314,26 @@ class Engine:
             if inst is None:
                 continue
             new_dpd = (to_date - inst.due_date).days
+            seen = loan.dpd_seen
+            if new_dpd <= seen:
+                continue  # no mark lies in (seen, new_dpd]
             for mark in self._marks:
-                if loan.dpd_seen < mark <= new_dpd:
+                if seen < mark <= new_dpd:
                     when = datetime.combine(
                         inst.due_date + timedelta(days=mark), time(0), tzinfo=st.tz
                     )
                     crossings.append((when, loan.loan_id, mark))
-        crossings.sort()
-        for when, loan_id, mark in crossings:
-            st.as_of = max(st.as_of, when) if st.as_of else when
-            self._sync_dpd(st, when.date(), but=loan_id)
-            self._move_loan(st, st.loans[loan_id], mark, when, out, (), "days past due")
+        if crossings:
+            crossings.sort()
+            for when, loan_id, mark in crossings:
+                st.as_of = max(st.as_of, when) if st.as_of else when
+                self._sync_dpd(st, when.date(), but=loan_id)
+                self._move_loan(st, st.loans[loan_id], mark, when, out, (), "days past due")
         st.as_of = to
         for loan in st.loans.values():
             if loan.status == "open":
-                loan.dpd_seen = loan.dpd(to_date)
+                inst = loan.oldest_unpaid(to_date)  # Loan.dpd of an open loan
+                loan.dpd_seen = (to_date - inst.due_date).days if inst else 0
         self._summarize(st, to, out)
 
     def _sync_dpd(self, st: CustomerState, on: date, *, but: str) -> None:
@@ -336,7 +371,16 @@ class Engine:
         for loan in st.loans.values():
             new_dpd = loan.dpd(local) if loan.status == "open" else loan.dpd_seen
             self._move_loan(
-                st, loan, new_dpd, at, out, evidence, reason, dpd_at=dpd_at, cause=cause
+                st,
+                loan,
+                new_dpd,
+                at,
+                out,
+                evidence,
+                reason,
+                dpd_at=dpd_at,
+                cause=cause,
+                local=local,
             )
         self._summarize(st, at, out)
 
@@ -352,10 +396,13 @@ class Engine:
         *,
         dpd_at: datetime | None = None,
         cause: str = "",
+        local: date | None = None,
     ) -> None:
+        """``local``, when given, is the local date of ``dpd_at or at`` (worked out already)."""
         old_dpd = loan.dpd_seen
         old_class = loan.loan_class
-        local = self.local_date(st, dpd_at or at)
+        if local is None:
+            local = self.local_date(st, dpd_at or at)
         if old_dpd == 0 and new_dpd > 0:
             first = loan.oldest_unpaid(local)
             loan.episode = first.due_date.isoformat() if first else local.isoformat()
@@ -451,7 +498,7 @@ class Engine:
 
     def _components(self, st: CustomerState) -> dict[str, int]:
         history = "".join(ln.history for ln in st.loans.values())
-        share = Decimal(str(self.settings.features.diversion_alert_share))
+        share = self._diversion_share
         return score_components(
             max_dpd=self._max_dpd(st),
             loan_class=worst([ln.loan_class for ln in st.loans.values() if ln.status != "closed"]),
@@ -471,14 +518,85 @@ class Engine:
         )
 
     def _summarize(self, st: CustomerState, at: datetime, out: Outcome) -> None:
-        """Recompute score, tier and worst class; publish the state when tier or class moved."""
-        old = (st.risk_tier, st.loan_class)
-        st.loan_class = worst([ln.loan_class for ln in st.loans.values() if ln.status != "closed"])
-        st.risk_score = total_score(self._components(st))
-        st.risk_tier = tier_for(st.risk_score, self.settings.tiers)
-        st.open_alerts = sum(ln.open_alerts for ln in st.loans.values())
-        if (st.risk_tier, st.loan_class) != old:
+        """Recompute score, tier and worst class; publish the state when tier or class moved.
+
+        The score counts the warnings open before this call (``st.open_alerts``);
+        the loans' count replaces it afterwards.
+        """
+        old_tier, old_class = st.risk_tier, st.loan_class
+        worst_class, score, open_alerts = self._tally(st)
+        st.loan_class = worst_class
+        st.risk_score = score
+        st.risk_tier = tier = tier_for(score, self._tiers)
+        st.open_alerts = open_alerts
+        if tier != old_tier or worst_class != old_class:
             out.states.append(self.summary(st))
+
+    def settled(self, st: CustomerState) -> bool:
+        """Whether :meth:`_summarize` would leave the state's summary exactly as it is.
+
+        Not always so right after it ran: a warning raised without a loan
+        counts in ``st.open_alerts`` until the next summary, whose score
+        still counts it while the loans' count replaces it.
+        """
+        worst_class, score, open_alerts = self._tally(st)
+        return (
+            worst_class == st.loan_class
+            and score == st.risk_score
+            and open_alerts == st.open_alerts
+            and tier_for(score, self._tiers) == st.risk_tier
+        )
+
+    def _tally(self, st: CustomerState) -> tuple[str, int, int]:
+        """The worst class, the score and the warnings open on the loans.
+
+        One pass over the loans gathers every input :meth:`_components` names
+        (the score comes from :func:`risk.score.score_total`, the same total):
+        this runs after every event and on every day a loan ages.
+        """
+        rank = RANK
+        share = self._diversion_share
+        worst_rank = -1
+        worst_class = "normal"  # classification.worst of no loans
+        max_dpd: int | None = None  # over open loans
+        streak: int | None = None  # over every loan
+        on_time = settled = partial = open_alerts = 0
+        diverted = False
+        for ln in st.loans.values():
+            status = ln.status
+            if status != "closed":
+                cls = ln.loan_class
+                r = rank[cls]
+                if r > worst_rank:
+                    worst_rank, worst_class = r, cls
+                if status == "open" and (max_dpd is None or ln.dpd_seen > max_dpd):
+                    max_dpd = ln.dpd_seen
+            if streak is None or ln.failed_streak > streak:
+                streak = ln.failed_streak
+            history = ln.history
+            if history:
+                on_time += history.count("O")
+                settled += len(history)
+            partial += ln.partial_payments
+            if not diverted and ln.principal > ZERO and ln.diverted / ln.principal >= share:
+                diverted = True
+            open_alerts += ln.open_alerts
+        income = st.income
+        score = score_total(
+            0 if max_dpd is None else max_dpd,
+            worst_class,
+            0 if streak is None else streak,
+            st.defaulted_at is not None,
+            on_time / settled if settled else None,
+            partial,
+            income.late_alerted_for is not None,
+            income.dropped_at is not None,
+            diverted,
+            st.open_alerts,
+            bool(st.contagion),
+            st.detector_points,
+        )
+        return worst_class, score, open_alerts
 
     # -- outputs --------------------------------------------------------------
 

@@ -82,9 +82,10 @@ class Judge:
         """Judge one validated input event; ``state`` is mutated and returned."""
         st = state if state is not None else CustomerState(customer_id=event.customer_id)
         rs = self._current()
-        out = Outcome()
+        walked: Outcome | None = None
         if rs is not None and event.type in CLOCK_EVENTS:
-            self._walk_days(st, event.occurred_at, rs, out)
+            walked = Outcome()
+            self._walk_days(st, event.occurred_at, rs, walked)
         findings: list[Finding] = []
         if self.stack is not None:
             findings = self.stack.observe(event, st, st.det)
@@ -93,13 +94,19 @@ class Judge:
             self.stack.feedback(event, st.det)
         scores = {f.detector: f.score for f in findings}
         before = rs.capture(st, self.engine, event) if rs is not None else None
-        st, step = self.engine.apply(st, event)
-        _extend(out, step)
+        st, out = self.engine.apply(st, event)
+        if walked is not None and (walked or walked.rule_errors):
+            _extend(walked, out)  # what the days walked produced comes first
+            out = walked
         if rs is not None:
             view = rs.view(st, self.engine, event, before)
             verdict = rs.evaluate(event, view, scores)
-            out.rule_errors.extend(verdict.errors)
-            self._raise(st, out, verdict.hits, event.occurred_at, (event.event_id,), scores, event)
+            if verdict.errors:
+                out.rule_errors.extend(verdict.errors)
+            if verdict.hits:
+                self._raise(
+                    st, out, verdict.hits, event.occurred_at, (event.event_id,), scores, event
+                )
         for finding in findings:
             if finding.flagged:
                 self._detector_alert(st, out, event, finding, rs)
@@ -112,8 +119,10 @@ class Judge:
         if rs is None:
             return self.engine.advance(state, to)
         out = Outcome()
-        self._walk_days(state, to, rs, out)
-        _extend(out, self.engine.advance(state, to))
+        if self._walk_days(state, to, rs, out, then=True) and self.engine.at_rest(state, to):
+            state.as_of = to  # the one thing the step would change
+        else:
+            self.engine.advance(state, to, out)
         return out
 
     def _current(self) -> CompiledRuleSet | None:
@@ -126,31 +135,73 @@ class Judge:
     # -- time -------------------------------------------------------------------------
 
     def _walk_days(
-        self, st: CustomerState, to: datetime, rs: CompiledRuleSet, out: Outcome
-    ) -> None:
-        """Advance to each local midnight in ``(as_of, to]``, judging each as a tick."""
+        self,
+        st: CustomerState,
+        to: datetime,
+        rs: CompiledRuleSet,
+        out: Outcome,
+        *,
+        then: bool = False,
+    ) -> bool:
+        """Advance to each local midnight in ``(as_of, to]``, judging each as a tick.
+
+        Most days change nothing: no loan is past due, no income turns late.
+        After a day stepped and judged in full that raised no warning, the
+        state is *at rest* when its summary is settled
+        (:meth:`risk.engine.Engine.settled`) and a tick judged on it, before
+        and after alike, finds nothing
+        (:meth:`rules.engine.CompiledRuleSet.finds_nothing`). Each following
+        day on which the engine's step would change nothing but the instant
+        (:meth:`risk.engine.Engine.at_rest`) then only moves the instant:
+        with a rule set whose ticks read the state alone
+        (:attr:`rules.engine.CompiledRuleSet.quiet_ticks`), that day's tick
+        would be judged on this very state before and after, and find
+        nothing. The first day that can change something is stepped and
+        judged in full again.
+
+        With ``then`` (the engine steps to ``to`` next), returns whether the
+        last day left the summary settled and raised no warning; else False.
+        """
         if st.as_of is None or to <= st.as_of:
-            return
+            return False
         if not any(ln.status == "open" for ln in st.loans.values()):
-            return  # nothing ages: no day needs judging
+            return False  # nothing ages: no day needs judging
+        engine = self.engine
+        judged = bool(rs.rules_for("tick"))  # else a day is the engine's step alone
         tz = st.tz
-        day = st.as_of.astimezone(tz).date() + timedelta(days=1)
-        while True:
-            midnight = datetime.combine(day, time(0), tzinfo=tz)
-            if midnight > to:
-                return
-            tick = Tick.model_construct(  # already valid: skip validation per day
-                event_id=f"tick:{midnight.isoformat()}",
-                customer_id=st.customer_id,
-                occurred_at=midnight,
-            )
-            before = rs.capture(st, self.engine, tick)
-            _extend(out, self.engine.advance(st, midnight))
-            view = rs.view(st, self.engine, tick, before)
-            verdict = rs.evaluate(tick, view)
-            out.rule_errors.extend(verdict.errors)
-            self._raise(st, out, verdict.hits, midnight, (), {}, None)
-            day += timedelta(days=1)
+        one_day = timedelta(days=1)
+        day = st.as_of.astimezone(tz).date() + one_day
+        midnight = datetime.combine(day, time(0), tzinfo=tz)
+        settled = False  # the summary as the last step left it, settled, no warning since
+        at_rest = False  # and a tick judged on the state finds nothing
+        while midnight <= to:
+            following = datetime.combine(day + one_day, time(0), tzinfo=tz)
+            more = following <= to  # another day to walk
+            if at_rest and engine.at_rest(st, midnight):
+                st.as_of = midnight  # the one thing the day's step and tick would change
+            elif not judged:
+                engine.advance(st, midnight, out)
+                settled = (more or then) and engine.settled(st)
+                at_rest = more and settled
+            else:
+                tick = Tick.model_construct(  # already valid: skip validation per day
+                    event_id=f"tick:{midnight.isoformat()}",
+                    customer_id=st.customer_id,
+                    occurred_at=midnight,
+                )
+                before = rs.capture(st, engine, tick)
+                engine.advance(st, midnight, out)
+                view = rs.view(st, engine, tick, before)
+                verdict = rs.evaluate(tick, view)
+                if verdict.errors:
+                    out.rule_errors.extend(verdict.errors)
+                if verdict.hits:
+                    self._raise(st, out, verdict.hits, midnight, (), {}, None)
+                settled = (more or then) and not verdict.hits and engine.settled(st)
+                at_rest = more and settled and rs.quiet_ticks and rs.finds_nothing(st, engine, tick)
+            day += one_day
+            midnight = following
+        return settled
 
     # -- warnings ---------------------------------------------------------------------
 

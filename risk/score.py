@@ -86,6 +86,52 @@ def score_components(
 FLOORS = ("classification", "default")
 
 
+def score_total(
+    max_dpd: int,
+    loan_class: str,
+    failed_streak: int,
+    defaulted: bool,
+    on_time_ratio: float | None,
+    partial_payments: int,
+    income_late: bool,
+    income_dropped: bool,
+    diverted: bool,
+    open_alerts: int,
+    contagion: bool,
+    detectors: int,
+) -> int:
+    """``total_score(score_components(...))`` without building the components.
+
+    The engine recomputes the score after every event and on every day a loan
+    ages, where only the total is kept; the arguments are those of
+    :func:`score_components`, positional, and the additive parts are summed in
+    the order :func:`total_score` sums them.
+
+    >>> args = dict(max_dpd=45, loan_class="special_mention", failed_streak=2,
+    ...             defaulted=False, on_time_ratio=0.6, partial_payments=3,
+    ...             income_late=True, income_dropped=False, diverted=False,
+    ...             open_alerts=4, contagion=False, detectors=30)
+    >>> score_total(*args.values()) == total_score(score_components(**args))
+    True
+    """
+    behaviour = min(225, 75 * failed_streak)
+    if on_time_ratio is not None:
+        behaviour += 100 if on_time_ratio < 0.5 else 50 if on_time_ratio < 0.8 else 0
+    behaviour += 50 if partial_payments >= 2 else 0
+    additive = (
+        0
+        + delinquency_points(max_dpd)
+        + behaviour
+        + ((150 if income_late else 0) + (100 if income_dropped else 0))
+        + (150 if diverted else 0)
+        + detectors
+        + min(100, 10 * open_alerts)
+        + (200 if contagion else 0)
+    )
+    floor = max(CLASS_FLOOR.get(loan_class, 0), DEFAULT_FLOOR if defaulted else 0)
+    return min(1000, max(additive, floor))
+
+
 def delinquency_points(max_dpd: int) -> int:
     """Points for the worst loan's DPD bucket.
 

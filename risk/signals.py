@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 RISKY_COUNTERPARTIES = frozenset({"securities", "real_estate", "gambling", "crypto"})
 CONTAGION_RELATIONS = frozenset({"guarantor", "group_member"})
+SUBSTANDARD = RANK["substandard"]  # a loan classified this or worse is in default
 ZERO = Decimal("0")
 
 
@@ -106,8 +107,10 @@ def _on_income(engine: Engine, st: CustomerState, ev: Any, at: int, out: Outcome
 
 def check_income(engine: Engine, st: CustomerState, at: datetime, out: Outcome) -> None:
     """Whether the primary income is later than the grace allows, as of ``at``."""
-    grace = engine.settings.features.salary_grace_days
     income = st.income
+    if income.primary is None:
+        return  # no income recognised: none can be late (and no clock to read)
+    grace = engine.settings.features.salary_grace_days
     expected = income.overdue_since(epoch(at), grace)
     if expected is None or income.late_alerted_for == expected:
         return
@@ -201,9 +204,12 @@ def contagion_links(st: CustomerState) -> list[tuple[str, str]]:
 
 
 def in_default(st: CustomerState) -> bool:
-    return st.defaulted_at is not None or any(
-        RANK[loan.loan_class] >= RANK["substandard"] for loan in st.loans.values()
-    )
+    if st.defaulted_at is not None:
+        return True
+    for loan in st.loans.values():  # noqa: SIM110 - a plain loop: runs on every step
+        if RANK[loan.loan_class] >= SUBSTANDARD:
+            return True
+    return False
 
 
 def internal_event(
@@ -254,22 +260,38 @@ def _default_event(
     )
 
 
-def announce(engine: Engine, st: CustomerState, at: datetime, cause: str, out: Outcome) -> None:
-    """Tell linked customers about a changed exposure or a new default; check the group."""
-    links = contagion_links(st)
+def announce(
+    engine: Engine, st: CustomerState, at: datetime, cause: str | None, out: Outcome
+) -> None:
+    """Tell linked customers about a changed exposure or a new default; check the group.
+
+    ``cause`` is the event id behind the step, None for the passage of time to
+    ``at`` (``tick:<at>``, spelt out only when something is announced: this
+    runs on every day a loan ages, and mostly announces nothing).
+    """
     exposure = own_exposure(st)
-    if str(exposure) != st.exposure_sent:
-        st.exposure_sent = str(exposure)
-        for other, relation in links:
-            out.internal.append(_exposure_event(st, other, relation, at, cause, exposure))
+    sent = str(exposure)
+    if sent != st.exposure_sent:
+        st.exposure_sent = sent
+        because = _cause(cause, at)
+        for other, relation in contagion_links(st):
+            out.internal.append(_exposure_event(st, other, relation, at, because, exposure))
     defaulted = in_default(st)
     if defaulted and not st.default_notified:
         st.default_notified = True
-        for other, relation in links:
-            out.internal.append(_default_event(st, other, relation, at, cause))
+        because = _cause(cause, at)
+        for other, relation in contagion_links(st):
+            out.internal.append(_default_event(st, other, relation, at, because))
     elif not defaulted and st.default_notified:
         st.default_notified = False
-    check_group_exposure(engine, st, at, out, evidence=(cause,))
+    check_group_exposure(
+        engine, st, at, out, evidence=None if cause is None else (cause,), own=exposure
+    )
+
+
+def _cause(cause: str | None, at: datetime) -> str:
+    """The cause as announced: a tick's is ``tick:<at>``, the id it is judged under."""
+    return f"tick:{at.isoformat()}" if cause is None else cause
 
 
 def _default_reason(st: CustomerState) -> str:
@@ -279,11 +301,26 @@ def _default_reason(st: CustomerState) -> str:
 
 
 def check_group_exposure(
-    engine: Engine, st: CustomerState, at: datetime, out: Outcome, *, evidence: tuple[str, ...]
+    engine: Engine,
+    st: CustomerState,
+    at: datetime,
+    out: Outcome,
+    *,
+    evidence: tuple[str, ...] | None,
+    own: Decimal | None = None,
 ) -> None:
+    """Warn once the group's exposure reaches the large-exposure limit.
+
+    ``evidence`` None: the passage of time to ``at`` (see :func:`announce`);
+    ``own`` is the customer's own exposure when the caller summed it already.
+    """
     limit = engine.settings.features.large_exposure_limit
-    total = group_exposure(st)
+    if own is None:
+        own = own_exposure(st)
+    total = own + sum((Decimal(v) for v in st.related_exposure.values()), start=ZERO)
     if total >= limit and not st.exposure_alerted:
+        if evidence is None:
+            evidence = (_cause(None, at),)
         st.exposure_alerted = True
         engine._emit(
             st,
@@ -298,7 +335,7 @@ def check_group_exposure(
             id_parts=(at.isoformat(),),
             explanation={
                 "group_exposure": str(total),
-                "own_exposure": str(own_exposure(st)),
+                "own_exposure": str(own),
                 "related_exposure": dict(sorted(st.related_exposure.items())),
                 "limit": str(limit),
             },

@@ -125,6 +125,7 @@ class CompileContext:
     problems: list[Problem] = field(default_factory=list)
     features: set[str] = field(default_factory=set)  # features read after the event
     before: set[str] = field(default_factory=set)  # features whose prior value is read
+    fields: set[str] = field(default_factory=set)  # event fields compared
 
     def problem(self, message: str, path: tuple[str | int, ...]) -> None:
         self.problems.append(Problem(message, self.rule_id, path))
@@ -467,6 +468,8 @@ def _compile_leaf(
             raise _Invalid
         threshold = _coerce(leaf.value, operand, ctx, vpath)
 
+    if operand.kind == "field":
+        ctx.fields.add(operand.name)
     if operand.kind == "feature":
         spec = ctx.registry[operand.name]
         if spec.phase == "before" or op in STATEFUL_OPS:

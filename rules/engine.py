@@ -97,6 +97,10 @@ class CompiledRule:
     dedup: Callable[[Any, FeatureView, str], str]
     event_types: frozenset[str]
     before: frozenset[str]
+    # every feature the rule reads (condition and dedup key, now or before the
+    # event) and every event field its condition compares; None: not known
+    features: frozenset[str] | None = None
+    fields: frozenset[str] | None = None
 
     @property
     def id(self) -> str:
@@ -277,9 +281,46 @@ class CompiledRuleSet:
             t: _TypePlans(tuple(_split(r, registry) for r in rs)) for t, rs in self._by_type.items()
         }
         self._has_loan = {t: "loan_id" in event_fields(t) for t in self._by_type}
+        self.quiet_ticks = all(
+            r.features is not None
+            and not r.fields
+            and all(registry[name].state_only for name in r.features)
+            for r in self._by_type.get("tick", ())
+        )
+        """Whether a tick is judged on the customer's state alone.
+
+        True when every rule that judges a ``tick`` reads only features of the
+        state (:attr:`~rules.features.FeatureSpec.state_only`) and scores (a
+        tick has none), and no field of the tick. Judging a tick then depends
+        on the state before and after it and on nothing else, not on the
+        tick's instant: when :meth:`finds_nothing` holds for a state, a tick
+        at any later instant that leaves that state as it was (only its
+        instant moved) finds nothing and fails nothing either.
+        """
 
     def rules_for(self, event_type: str) -> tuple[CompiledRule, ...]:
         return self._by_type.get(event_type, ())
+
+    def finds_nothing(self, state: CustomerState, engine: Engine, event: Any) -> bool:
+        """Whether judging ``event`` on ``state`` unchanged by it finds and fails nothing.
+
+        The state is read before and after alike, as if the event had changed
+        nothing: with :attr:`quiet_ticks`, what any tick that changes nothing
+        a rule reads would make of this state. Nothing is recorded (errors
+        included): the answer is only a yes or a no.
+        """
+        before = self.capture(state, engine, event)
+        view = self.view(state, engine, event, before)
+        plan = before.plan  # type: ignore[attr-defined]
+        if plan is None:
+            return True  # no rule judges this event type
+        for test, _rule in plan.rules:
+            try:
+                if test is None or test(event, view, EMPTY):
+                    return False
+            except Exception:
+                return False
+        return True
 
     def capture(self, state: CustomerState | None, engine: Engine, event: Any) -> dict[str, Any]:
         """The values some rules compare with, read BEFORE ``Engine.apply``/``advance``.
@@ -452,7 +493,15 @@ def compile_rule_set(
         if condition is None or dedup is None:
             continue
         compiled.append(
-            CompiledRule(rule, condition, dedup, frozenset(event_types), frozenset(ctx.before))
+            CompiledRule(
+                rule,
+                condition,
+                dedup,
+                frozenset(event_types),
+                frozenset(ctx.before),
+                frozenset(ctx.features | ctx.before),
+                frozenset(ctx.fields),
+            )
         )
     if problems:
         return None, problems

@@ -88,6 +88,11 @@ class FeatureSpec:
     ordered: bool = False  # enum values are listed from best to worst
     nullable: bool = False
     phase: Literal["after", "before"] = "after"  # "before": only known before the event
+    # Reads the customer's state alone: not the event, its time, nor the state's
+    # instant (``as_of``), so two views of one state at different instants agree.
+    # ``risk.judge`` leaves out the days on which nothing such a feature reads can
+    # change; a getter that starts reading the clock must drop the flag.
+    state_only: bool = False
 
 
 _UNSET: Any = object()
@@ -378,12 +383,15 @@ def _balance_trend(v: FeatureView) -> Decimal | None:
 def _build() -> dict[str, FeatureSpec]:
     specs: list[FeatureSpec] = [
         # arrears and servicing
-        FeatureSpec("max_dpd", "int", _max_dpd, "Worst days past due over open loans."),
+        FeatureSpec(
+            "max_dpd", "int", _max_dpd, "Worst days past due over open loans.", state_only=True
+        ),
         FeatureSpec(
             "max_failed_streak",
             "int",
             lambda v: max((ln.failed_streak for ln in v.state.loans.values()), default=0),
             "Longest current run of failed collections on any loan.",
+            state_only=True,
         ),
         FeatureSpec(
             "failed_collections_30d", "int", _failed_30d, "Failed collections, last 30 days."
@@ -393,6 +401,7 @@ def _build() -> dict[str, FeatureSpec]:
             "int",
             lambda v: sum(ln.partial_payments for ln in v.state.loans.values()),
             "Repayments that left a past-due instalment part-paid, all loans.",
+            state_only=True,
         ),
         FeatureSpec(
             "worst_on_time_ratio",
@@ -406,23 +415,36 @@ def _build() -> dict[str, FeatureSpec]:
             "int",
             lambda v: sum(1 for ln in v.state.loans.values() if ln.status == "open"),
             "Open loans.",
+            state_only=True,
         ),
         FeatureSpec(
             "restructured_loans",
             "int",
             lambda v: sum(1 for ln in v.state.loans.values() if ln.restructured),
             "Loans under restructuring.",
+            state_only=True,
         ),
         FeatureSpec(
-            "defaulted", "bool", lambda v: v.state.defaulted_at is not None, "A default recorded."
+            "defaulted",
+            "bool",
+            lambda v: v.state.defaulted_at is not None,
+            "A default recorded.",
+            state_only=True,
         ),
-        FeatureSpec("in_default", "bool", lambda v: in_default(v.state), "Default or substandard."),
+        FeatureSpec(
+            "in_default",
+            "bool",
+            lambda v: in_default(v.state),
+            "Default or substandard.",
+            state_only=True,
+        ),
         FeatureSpec(
             "max_diverted_share",
             "decimal",
             _max_diverted_share,
             "Largest share of a loan's principal moved to securities, real estate, gambling "
             "or crypto soon after disbursement.",
+            state_only=True,
         ),
         FeatureSpec(
             "days_since_disbursement",
@@ -432,7 +454,13 @@ def _build() -> dict[str, FeatureSpec]:
             nullable=True,
         ),
         # summary
-        FeatureSpec("risk_score", "int", lambda v: v.state.risk_score, "Risk score, 0-1000."),
+        FeatureSpec(
+            "risk_score",
+            "int",
+            lambda v: v.state.risk_score,
+            "Risk score, 0-1000.",
+            state_only=True,
+        ),
         FeatureSpec(
             "risk_tier",
             "enum",
@@ -440,6 +468,7 @@ def _build() -> dict[str, FeatureSpec]:
             "Risk tier.",
             enum=TIERS,
             ordered=True,
+            state_only=True,
         ),
         FeatureSpec(
             "loan_class",
@@ -448,8 +477,11 @@ def _build() -> dict[str, FeatureSpec]:
             "Worst loan class.",
             enum=CLASSES,
             ordered=True,
+            state_only=True,
         ),
-        FeatureSpec("open_alerts", "int", lambda v: v.state.open_alerts, "Open warnings."),
+        FeatureSpec(
+            "open_alerts", "int", lambda v: v.state.open_alerts, "Open warnings.", state_only=True
+        ),
         FeatureSpec(
             "segment",
             "enum",
@@ -457,6 +489,7 @@ def _build() -> dict[str, FeatureSpec]:
             "Customer segment.",
             enum=("retail", "sme", "corporate"),
             nullable=True,
+            state_only=True,
         ),
         # income
         FeatureSpec(
@@ -465,6 +498,7 @@ def _build() -> dict[str, FeatureSpec]:
             lambda v: v.state.monthly_income,
             "Declared monthly income.",
             nullable=True,
+            state_only=True,
         ),
         FeatureSpec(
             "expected_income",
@@ -472,24 +506,28 @@ def _build() -> dict[str, FeatureSpec]:
             _expected_income,
             "Declared monthly income, else the recognised income's usual amount.",
             nullable=True,
+            state_only=True,
         ),
         FeatureSpec(
             "income_recognised",
             "bool",
             lambda v: v.state.income.primary is not None,
             "A recurring income is recognised.",
+            state_only=True,
         ),
         FeatureSpec(
             "income_late",
             "bool",
             lambda v: v.state.income.late_alerted_for is not None,
             "The primary income is later than its grace period.",
+            state_only=True,
         ),
         FeatureSpec(
             "income_dropped",
             "bool",
             lambda v: v.state.income.dropped_at is not None,
             "The last primary income credit was a sharp cut.",
+            state_only=True,
         ),
         FeatureSpec(
             "income_days_late",
@@ -500,27 +538,36 @@ def _build() -> dict[str, FeatureSpec]:
         ),
         # exposure and relations
         FeatureSpec(
-            "own_exposure", "decimal", lambda v: own_exposure(v.state), "Outstanding principal."
+            "own_exposure",
+            "decimal",
+            lambda v: own_exposure(v.state),
+            "Outstanding principal.",
+            state_only=True,
         ),
         FeatureSpec(
             "group_exposure",
             "decimal",
             lambda v: group_exposure(v.state),
             "Own exposure plus that of guarantors and group members.",
+            state_only=True,
         ),
         FeatureSpec(
             "related_defaults",
             "int",
             lambda v: len(v.state.contagion),
             "Guarantors or group members known to be in default.",
+            state_only=True,
         ),
-        FeatureSpec("guarantors", "int", _links("guarantor"), "Guarantor links."),
-        FeatureSpec("group_members", "int", _links("group_member"), "Group member links."),
+        FeatureSpec("guarantors", "int", _links("guarantor"), "Guarantor links.", state_only=True),
+        FeatureSpec(
+            "group_members", "int", _links("group_member"), "Group member links.", state_only=True
+        ),
         FeatureSpec(
             "fraud_confirmed",
             "int",
             lambda v: v.state.counters.get("fraud_confirmed", 0),
             "Confirmed frauds.",
+            state_only=True,
         ),
         # transactions
         FeatureSpec(
