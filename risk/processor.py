@@ -266,8 +266,14 @@ class Processor:
         async with self._locks.hold(event.customer_id):  # type: ignore[attr-defined]
             return await self._apply_held(event, source)
 
-    async def _apply_held(self, event: Any, source: Source) -> Result:
-        """:meth:`apply` for a caller that already holds the customer's lock."""
+    async def _apply_held(
+        self, event: Any, source: Source, mark: datetime | bool | None = False
+    ) -> Result:
+        """:meth:`apply` for a caller that already holds the customer's lock.
+
+        ``mark``: the shard's watermark as of this event (a batch redoing it
+        knows it); by default the stored one.
+        """
         customer_id: str = event.customer_id
         event_id: str = event.event_id
         for _attempt in range(CONFLICT_RETRIES):
@@ -277,8 +283,10 @@ class Processor:
                 return Result("duplicate", event)
             expected = state.seq if state is not None else 0
             before = book_entry(state)  # the engine changes the state in place
-            mark = await self.store.watermark(self.shard_of(customer_id))
-            pre = self.catch_up(state, event, mark)
+            now_mark = (
+                await self.store.watermark(self.shard_of(customer_id)) if mark is False else mark
+            )
+            pre = self.catch_up(state, event, now_mark)  # type: ignore[arg-type]
             state, out = self.engine.apply(state, event)
             out = then(pre, out)
             state.remember(event_id, self.remember_events)
@@ -419,8 +427,10 @@ class Processor:
             steps: dict[str, Step] = {}
             members: dict[str, list[int]] = {}
             broken: set[str] = set()
+            marks_at: dict[int, datetime | None] = {}
             for idx, (event, _raw, _source) in enumerate(items):
                 customer_id: str = event.customer_id
+                marks_at[idx] = marks[self.shard_of(customer_id)]
                 if customer_id in broken:
                     slow.append(idx)
                     continue
@@ -480,7 +490,10 @@ class Processor:
             redone = set(slow)
             for idx in slow:
                 event, raw, source = items[idx]
-                results[idx] = await self._guarded(self._apply_held, event, raw, source)
+                mark_then = marks_at.get(idx)
+                results[idx] = await self._guarded(
+                    lambda e, s, m=mark_then: self._apply_held(e, s, m), event, raw, source
+                )
         self._count_batch(items, results, redone)
         return [r if r is not None else Result("duplicate") for r in results]
 
